@@ -1,0 +1,178 @@
+"""The ``smsgw`` command. The only module that reads ``os.environ``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from gateway.config import ConfigError, Settings, load_settings
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _version() -> str:
+    try:
+        return version("smsgw")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration (default: $SMSGW_CONFIG, else the built-in demo)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="smsgw", description="SMS gateway speaking SMPP 3.4 and HTTP."
+    )
+    parser.add_argument("--version", action="version", version=f"smsgw {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    commands.add_parser(
+        "serve",
+        parents=[config],
+        help="run the gateway until SIGINT/SIGTERM",
+        description="Run HTTP API, SMPP server, upstream connectors, dispatcher and scheduler.",
+    )
+
+    db = commands.add_parser("db", help="database administration")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_commands.add_parser(
+        "upgrade", parents=[config], help="apply the migrations to the configured database"
+    )
+
+    account = commands.add_parser("account", help="account administration")
+    account_commands = account.add_subparsers(
+        dest="account_command", metavar="ACTION", required=True
+    )
+    add = account_commands.add_parser(
+        "add",
+        parents=[config],
+        help="create an account and print its API key (once)",
+        description="Create an account usable over SMPP (system_id/password) and HTTP.",
+    )
+    add.add_argument("system_id", metavar="SYSTEM_ID")
+    add.add_argument("--password", required=True, metavar="PW")
+    add.add_argument("--tps", type=int, default=100, metavar="N", help="messages per second (100)")
+    account_commands.add_parser("list", parents=[config], help="list accounts (never secrets)")
+
+    simulator = commands.add_parser(
+        "simulator",
+        help="standalone SMSC simulator",
+        description="An SMSC simulator: the same code the tests and the demo use.",
+    )
+    simulator.add_argument("--listen", default="127.0.0.1:2776", metavar="HOST:PORT")
+    simulator.add_argument("--delivery-ratio", type=float, default=1.0, metavar="R")
+    simulator.add_argument("--dlr-delay-ms", type=int, default=100, metavar="MS")
+    simulator.add_argument("--intermediate", action="store_true")
+    simulator.add_argument("--max-tps", type=int, default=0, metavar="N")
+    return parser
+
+
+def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    return load_settings(args.config, environ)
+
+
+async def _prepare_database(settings: Settings, *, migrate: bool) -> None:
+    from gateway.migrate import upgrade_async
+
+    if migrate:
+        await upgrade_async(settings.database.url)
+
+
+async def _db_upgrade(settings: Settings) -> int:
+    from gateway.migrate import upgrade_async
+
+    await upgrade_async(settings.database.url)
+    print(f"database is up to date: {_redacted(settings.database.url)}")
+    return EXIT_OK
+
+
+async def _account_add(settings: Settings, system_id: str, password: str, tps: int) -> int:
+    from gateway.store import AccountExists, Store
+
+    if tps <= 0:
+        print("smsgw: --tps must be greater than 0", file=sys.stderr)
+        return EXIT_USAGE
+    await _prepare_database(settings, migrate=settings.database.auto_migrate)
+    store = await Store.open(settings.database)
+    try:
+        created = await store.create_account(system_id, password, tps=tps)
+    except AccountExists as exc:
+        print(f"smsgw: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await store.close()
+    print(f"account {created.account.system_id} created (tps {created.account.tps})")
+    print(f"api_key: {created.api_key}")
+    print(f"webhook_secret: {created.account.webhook_secret}")
+    print("The API key is shown only now: keep it.")
+    return EXIT_OK
+
+
+async def _account_list(settings: Settings) -> int:
+    from gateway.store import Store
+
+    await _prepare_database(settings, migrate=settings.database.auto_migrate)
+    store = await Store.open(settings.database)
+    try:
+        accounts = await store.list_accounts()
+    finally:
+        await store.close()
+    print(f"{'system_id':<16}  {'tps':>6}  {'routing':<13}  created_at")
+    for a in accounts:
+        created = a.created_at.isoformat(timespec="seconds")
+        print(f"{a.system_id:<16}  {a.tps:>6}  {a.routing:<13}  {created}")
+    return EXIT_OK
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _not_implemented(command: str) -> int:
+    print(f"smsgw {command}: not implemented yet", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    if args.command == "simulator":
+        return _not_implemented("simulator")
+    settings = _settings(args, environ)
+    if args.command == "serve":
+        return _not_implemented("serve")
+    if args.command == "db":
+        return asyncio.run(_db_upgrade(settings))
+    if args.account_command == "add":
+        return asyncio.run(_account_add(settings, args.system_id, args.password, args.tps))
+    return asyncio.run(_account_list(settings))
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Entry point of the ``smsgw`` console script; returns the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return _run(args, os.environ if environ is None else environ)
+    except ConfigError as exc:
+        print(f"smsgw: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The store: tables, engine, group commit, typed writes and reads.
+
+store = await Store.open(settings.database)     # after gateway.migrate.upgrade(url)
+result = await store.accept(NewMessage(...))    # returns once committed
+...
+await store.close()
+"""
+
+from gateway.store.committer import CommitterClosed, CommitterStats, GroupCommitter, WriteOp
+from gateway.store.engine import create_engine, is_sqlite
+from gateway.store.ops import (
+    AcceptMessage,
+    ApplyReceipt,
+    CancelMessage,
+    DeferMessage,
+    MarkSmppReceiptsSent,
+    PartUpdate,
+    TransitionMessage,
+    WebhookAttempt,
+)
+from gateway.store.records import (
+    AcceptResult,
+    Account,
+    CancelOutcome,
+    CreatedAccount,
+    EventRecord,
+    MessageRecord,
+    NewMessage,
+    PartRecord,
+    ReceiptResult,
+    SmppReceipt,
+    StatusChange,
+    WebhookDelivery,
+    format_time,
+    utcnow,
+)
+from gateway.store.store import AccountExists, Store
+from gateway.store.tables import metadata
+
+__all__ = [
+    "AcceptMessage",
+    "AcceptResult",
+    "Account",
+    "AccountExists",
+    "ApplyReceipt",
+    "CancelMessage",
+    "CancelOutcome",
+    "CommitterClosed",
+    "CommitterStats",
+    "CreatedAccount",
+    "DeferMessage",
+    "EventRecord",
+    "GroupCommitter",
+    "MarkSmppReceiptsSent",
+    "MessageRecord",
+    "NewMessage",
+    "PartRecord",
+    "PartUpdate",
+    "ReceiptResult",
+    "SmppReceipt",
+    "StatusChange",
+    "Store",
+    "TransitionMessage",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WriteOp",
+    "create_engine",
+    "format_time",
+    "is_sqlite",
+    "metadata",
+    "utcnow",
+]

@@ -1,0 +1,62 @@
+"""Engine factory: SQLite through aiosqlite (WAL), PostgreSQL through asyncpg."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = ["create_engine", "is_sqlite"]
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def is_sqlite(url: str | sa.URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An AsyncEngine for ``url`` (``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``).
+
+    SQLite connections get ``journal_mode=WAL`` (readers never block the writer),
+    ``synchronous=NORMAL`` (in WAL mode a commit survives a crash or SIGKILL of the
+    process; only a power loss may lose the last commits), ``busy_timeout`` and
+    ``foreign_keys=ON``. Transactions are started with an explicit ``BEGIN`` instead of
+    pysqlite's implicit one, so DDL is transactional (Alembic) and SAVEPOINT works;
+    a connection with execution option ``sqlite_begin="IMMEDIATE"`` takes the write
+    lock at BEGIN, which the group committer uses to never fail on a lock upgrade.
+    """
+    sa_url = make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        if sa_url.get_driver_name() != "aiosqlite":
+            raise ValueError(f"SQLite needs the aiosqlite driver: {url}")
+        engine = create_async_engine(sa_url, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    if sa_url.get_backend_name() == "postgresql":
+        if sa_url.get_driver_name() != "asyncpg":
+            raise ValueError(f"PostgreSQL needs the asyncpg driver: {url}")
+        kwargs.setdefault("pool_pre_ping", True)
+        return create_async_engine(sa_url, **kwargs)
+    raise ValueError(f"unsupported database: {sa_url.get_backend_name()}")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to the "begin" hook below (SQLAlchemy's documented
+        # recipe for pysqlite/aiosqlite).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")

@@ -1,0 +1,825 @@
+"""The write operations of the store, each batched by the GroupCommitter.
+
+Each operation is a frozen dataclass; ``Store.write(op)`` (or a Store shortcut) submits
+it and returns its result once the batch has committed. Status changes go through
+``gateway.lifecycle`` only; every applied change writes an event, and, in the same
+transaction, a webhook delivery (when the message has a callback URL) and an SMPP
+receipt (when the ESME asked for one): outboxes that survive a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Self, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway import lifecycle
+from gateway.ids import upstream_id_forms
+from gateway.lifecycle import PartState, Status
+from gateway.store.committer import WriteOp
+from gateway.store.records import (
+    AcceptResult,
+    CancelOutcome,
+    NewMessage,
+    ReceiptResult,
+    StatusChange,
+    format_time,
+)
+from gateway.store.tables import (
+    accounts,
+    events,
+    idempotency_keys,
+    messages,
+    parts,
+    smpp_receipts,
+    unmatched_receipts,
+    webhook_deliveries,
+)
+
+__all__ = [
+    "AcceptMessage",
+    "ApplyReceipt",
+    "CancelMessage",
+    "DeferMessage",
+    "MarkSmppReceiptsSent",
+    "PartUpdate",
+    "TransitionMessage",
+    "WebhookAttempt",
+]
+
+T = TypeVar("T")
+
+_CHUNK = 400  # keeps IN lists well below SQLite's bound-parameter limit
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --------------------------------------------------------------------------- accept
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptMessage(WriteOp[AcceptResult]):
+    """Insert an accepted (or, with a future ``send_at``, scheduled) message and its
+    first event. With ``idempotency_key``, ``response`` (the API's answer, verbatim) is
+    stored with it, and a second use of the key inserts nothing and returns the first
+    response in ``AcceptResult.replayed_response``."""
+
+    message: NewMessage
+    idempotency_key: str | None = None
+    response: str | None = None
+
+    order: ClassVar[int] = 10
+
+    @classmethod
+    async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[AcceptResult]:
+        keyed = [op for op in ops if op.idempotency_key is not None]
+        known: dict[tuple[int, str], tuple[str, str]] = {}
+        for chunk in _chunks(keyed):
+            pairs = [(op.message.account_id, op.idempotency_key) for op in chunk]
+            rows = await conn.execute(
+                sa.select(
+                    idempotency_keys.c.account_id,
+                    idempotency_keys.c.key,
+                    idempotency_keys.c.message_id,
+                    idempotency_keys.c.response,
+                ).where(sa.tuple_(idempotency_keys.c.account_id, idempotency_keys.c.key).in_(pairs))
+            )
+            for row in rows:
+                known[(row.account_id, row.key)] = (row.message_id, row.response)
+        account_ids = {op.message.account_id for op in ops}
+        rows = await conn.execute(
+            sa.select(accounts.c.id, accounts.c.callback_url).where(accounts.c.id.in_(account_ids))
+        )
+        default_callback = {row.id: row.callback_url for row in rows}
+
+        results: list[AcceptResult] = []
+        message_rows: list[dict[str, Any]] = []
+        event_rows: list[dict[str, Any]] = []
+        key_rows: list[dict[str, Any]] = []
+        for op in ops:
+            m = op.message
+            if m.account_id not in default_callback:
+                raise LookupError(f"no account with id {m.account_id}")
+            key = (m.account_id, op.idempotency_key) if op.idempotency_key is not None else None
+            if key is not None and key in known:
+                first_id, first_response = known[key]
+                results.append(AcceptResult(first_id, Status.ACCEPTED, first_response))
+                continue
+            scheduled = m.send_at is not None and m.send_at > m.created_at
+            status = Status.SCHEDULED if scheduled else Status.ACCEPTED
+            message_rows.append(
+                {
+                    "id": m.id,
+                    "account_id": m.account_id,
+                    "interface": m.interface,
+                    "source": m.source,
+                    "destination": m.destination,
+                    "text": m.text,
+                    "encoding": m.encoding,
+                    "data_coding": m.data_coding,
+                    "segments": m.segments,
+                    "registered_delivery": m.registered_delivery,
+                    "client_ref": m.client_ref,
+                    "callback_url": m.callback_url or default_callback[m.account_id],
+                    "status": status.value,
+                    "send_at": m.send_at,
+                    "valid_until": m.valid_until,
+                    "due_at": m.send_at if scheduled else m.created_at,
+                    "attempts": 0,
+                    "created_at": m.created_at,
+                    "updated_at": m.created_at,
+                }
+            )
+            event_rows.append(
+                {
+                    "message_id": m.id,
+                    "status": status.value,
+                    "at": m.created_at,
+                    "detail": {"interface": m.interface},
+                }
+            )
+            if key is not None:
+                response = op.response if op.response is not None else ""
+                known[key] = (m.id, response)
+                key_rows.append(
+                    {
+                        "account_id": m.account_id,
+                        "key": op.idempotency_key,
+                        "message_id": m.id,
+                        "response": response,
+                        "created_at": m.created_at,
+                    }
+                )
+            results.append(AcceptResult(m.id, status))
+        if message_rows:
+            await conn.execute(messages.insert(), message_rows)
+            await conn.execute(events.insert(), event_rows)
+        if key_rows:
+            await conn.execute(idempotency_keys.insert(), key_rows)
+        return results
+
+
+# ------------------------------------------------------------ the status workspace
+
+
+@dataclass(slots=True)
+class _Part:
+    state: PartState
+    upstream: str | None
+    upstream_message_id: str | None
+    price: float | None
+    stored: bool  # a row exists already (UPDATE rather than INSERT)
+    dirty: bool = False
+
+
+@dataclass(slots=True)
+class _Message:
+    row: dict[str, Any]
+    parts: dict[int, _Part]
+    dirty: bool = False
+
+    @property
+    def status(self) -> Status:
+        return Status(self.row["status"])
+
+
+_MESSAGE_MUTABLE = (
+    "status",
+    "route",
+    "price",
+    "error",
+    "due_at",
+    "attempts",
+    "updated_at",
+    "left_infrastructure_at",
+    "handed_to_carrier_at",
+    "delivered_at",
+)
+_PART_MUTABLE = (
+    "upstream",
+    "upstream_message_id",
+    "status",
+    "price",
+    "error",
+    "submitted_at",
+    "handed_to_carrier_at",
+    "done_at",
+    "updated_at",
+)
+
+
+class _Workspace:
+    """Messages and parts of one batch, loaded with a few queries, changed in memory
+    through the lifecycle, written back with executemany."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.messages: dict[str, _Message] = {}
+        self._events: list[dict[str, Any]] = []
+        self._webhooks: list[dict[str, Any]] = []
+        self._receipts: list[dict[str, Any]] = []
+
+    async def load(self, message_ids: Iterable[str]) -> None:
+        wanted = sorted({m for m in message_ids if m not in self.messages})
+        for chunk in _chunks(wanted):
+            for row in await self.conn.execute(sa.select(messages).where(messages.c.id.in_(chunk))):
+                self.messages[row.id] = _Message(dict(row._mapping), {})
+            for row in await self.conn.execute(
+                sa.select(parts).where(parts.c.message_id.in_(chunk))
+            ):
+                self.messages[row.message_id].parts[row.seqnum] = _Part(
+                    PartState(
+                        seqnum=row.seqnum,
+                        status=Status(row.status),
+                        submitted_at=row.submitted_at,
+                        handed_to_carrier_at=row.handed_to_carrier_at,
+                        done_at=row.done_at,
+                        error=row.error,
+                    ),
+                    row.upstream,
+                    row.upstream_message_id,
+                    row.price,
+                    stored=True,
+                )
+
+    def set_status(
+        self,
+        msg: _Message,
+        new: Status,
+        at: datetime,
+        detail: Mapping[str, Any],
+        error: str | None = None,
+    ) -> StatusChange | None:
+        """A message-level transition (raises IllegalTransition, None when ignored)."""
+        previous = msg.status
+        if not lifecycle.transition(previous, new):
+            return None
+        msg.row["status"] = new.value
+        msg.row["updated_at"] = at
+        if error is not None:
+            msg.row["error"] = error
+        if new is Status.DELIVERED and msg.row["delivered_at"] is None:
+            msg.row["delivered_at"] = at
+        msg.dirty = True
+        return self._record(msg, previous, new, at, detail)
+
+    def update_part(
+        self,
+        msg: _Message,
+        seqnum: int,
+        new: Status,
+        at: datetime,
+        detail: Mapping[str, Any],
+        *,
+        upstream: str | None = None,
+        upstream_message_id: str | None = None,
+        price: float | None = None,
+        error: str | None = None,
+        from_receipt: bool = False,
+    ) -> StatusChange | None:
+        """Change one part, then the message as aggregated from its parts."""
+        if not 1 <= seqnum <= msg.row["segments"]:
+            raise ValueError(f"message {msg.row['id']} has no part {seqnum}")
+        part = msg.parts.get(seqnum)
+        if part is None:
+            part = _Part(PartState(seqnum=seqnum), None, None, None, stored=False)
+            msg.parts[seqnum] = part
+        changed = lifecycle.update_part(part.state, new, at, from_receipt=from_receipt, error=error)
+        if changed is None:
+            return None
+        part.state = changed
+        part.dirty = True
+        if upstream is not None:
+            part.upstream = upstream
+        if upstream_message_id is not None:
+            part.upstream_message_id = upstream_message_id
+        if price is not None:
+            part.price = price
+        if part.upstream is not None:
+            msg.row["route"] = part.upstream
+        prices = [p.price for p in msg.parts.values() if p.price is not None]
+        msg.row["price"] = sum(prices) if prices else None
+
+        previous = msg.status
+        unsent = previous if previous in (Status.ACCEPTED, Status.SCHEDULED) else Status.ACCEPTED
+        progress = lifecycle.aggregate(
+            msg.row["segments"], [p.state for p in msg.parts.values()], unsent
+        )
+        for column in ("left_infrastructure_at", "handed_to_carrier_at"):
+            if msg.row[column] is None and getattr(progress, column) is not None:
+                msg.row[column] = getattr(progress, column)
+        msg.row["updated_at"] = at
+        msg.dirty = True
+        if lifecycle.decide(previous, progress.status) is not lifecycle.Decision.APPLY:
+            return None
+        msg.row["status"] = progress.status.value
+        if progress.error is not None:
+            msg.row["error"] = progress.error
+        if progress.delivered_at is not None:
+            msg.row["delivered_at"] = progress.delivered_at
+        full_detail: dict[str, Any] = {"route": part.upstream}
+        if part.upstream_message_id is not None:
+            full_detail["upstream_message_id"] = part.upstream_message_id
+        if msg.row["segments"] > 1:
+            full_detail["seqnum"] = seqnum
+        if progress.error is not None:
+            full_detail["error"] = progress.error
+        full_detail.update(detail)
+        return self._record(msg, previous, progress.status, at, full_detail)
+
+    def _record(
+        self,
+        msg: _Message,
+        previous: Status,
+        new: Status,
+        at: datetime,
+        detail: Mapping[str, Any],
+    ) -> StatusChange:
+        row = msg.row
+        detail = dict(detail)
+        self._events.append(
+            {"message_id": row["id"], "status": new.value, "at": at, "detail": detail}
+        )
+        change = StatusChange(
+            message_id=row["id"],
+            account_id=row["account_id"],
+            previous=previous,
+            status=new,
+            at=at,
+            route=row["route"],
+            error=row["error"],
+            detail=detail,
+        )
+        if row["callback_url"]:
+            body = {
+                "id": row["id"],
+                "status": new.value,
+                "at": format_time(at),
+                "route": row["route"],
+                "error": row["error"],
+                "client_ref": row["client_ref"],
+                "detail": detail,
+            }
+            self._webhooks.append(
+                {
+                    "message_id": row["id"],
+                    "account_id": row["account_id"],
+                    "url": row["callback_url"],
+                    "body": json.dumps(body, separators=(",", ":"), sort_keys=True),
+                    "status": "pending",
+                    "attempts": 0,
+                    "last_error": None,
+                    "next_attempt_at": at,
+                    "created_at": at,
+                    "updated_at": at,
+                }
+            )
+        if row["interface"] == "smpp" and lifecycle.wants_smpp_receipt(
+            row["registered_delivery"], new
+        ):
+            self._receipts.append(
+                {
+                    "account_id": row["account_id"],
+                    "message_id": row["id"],
+                    "status": new.value,
+                    "error": row["error"],
+                    "at": at,
+                    "sent_at": None,
+                }
+            )
+        return change
+
+    async def flush(self) -> None:
+        conn = self.conn
+        new_parts: list[dict[str, Any]] = []
+        old_parts: list[dict[str, Any]] = []
+        changed_messages: list[dict[str, Any]] = []
+        for msg in self.messages.values():
+            for part in msg.parts.values():
+                if not part.dirty:
+                    continue
+                values = {
+                    "upstream": part.upstream,
+                    "upstream_message_id": part.upstream_message_id,
+                    "status": part.state.status.value,
+                    "price": part.price,
+                    "error": part.state.error,
+                    "submitted_at": part.state.submitted_at,
+                    "handed_to_carrier_at": part.state.handed_to_carrier_at,
+                    "done_at": part.state.done_at,
+                    "updated_at": msg.row["updated_at"],
+                }
+                if part.stored:
+                    old_parts.append(
+                        {"b_message_id": msg.row["id"], "b_seqnum": part.state.seqnum, **values}
+                    )
+                else:
+                    new_parts.append(
+                        {"message_id": msg.row["id"], "seqnum": part.state.seqnum, **values}
+                    )
+                part.stored, part.dirty = True, False
+            if msg.dirty:
+                changed_messages.append(
+                    {"b_id": msg.row["id"], **{c: msg.row[c] for c in _MESSAGE_MUTABLE}}
+                )
+                msg.dirty = False
+        if changed_messages:
+            await conn.execute(
+                messages.update()
+                .where(messages.c.id == sa.bindparam("b_id"))
+                .values({c: sa.bindparam(c) for c in _MESSAGE_MUTABLE}),
+                changed_messages,
+            )
+        if new_parts:
+            await conn.execute(parts.insert(), new_parts)
+        if old_parts:
+            await conn.execute(
+                parts.update()
+                .where(
+                    parts.c.message_id == sa.bindparam("b_message_id"),
+                    parts.c.seqnum == sa.bindparam("b_seqnum"),
+                )
+                .values({c: sa.bindparam(c) for c in _PART_MUTABLE}),
+                old_parts,
+            )
+        for table, rows in (
+            (events, self._events),
+            (webhook_deliveries, self._webhooks),
+            (smpp_receipts, self._receipts),
+        ):
+            if rows:
+                await conn.execute(table.insert(), rows)
+                rows.clear()
+
+
+# ------------------------------------------------------------ message-level changes
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionMessage(WriteOp[StatusChange | None]):
+    """A message-level status change: scheduled/accepted, failed (no route, attempts
+    exhausted), expired (validity passed before sending), rejected, canceled.
+
+    Returns the change, or None when the lifecycle ignores it (late or repeated);
+    raises ``IllegalTransition`` / ``LookupError``. With ``account_id`` the message
+    must belong to that account (else LookupError)."""
+
+    message_id: str
+    status: Status
+    at: datetime
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    account_id: int | None = None
+
+    order: ClassVar[int] = 20
+
+    @classmethod
+    async def run_batch(
+        cls, conn: AsyncConnection, ops: Sequence[Self]
+    ) -> list[StatusChange | None]:
+        ws = _Workspace(conn)
+        await ws.load(op.message_id for op in ops)
+        results: list[StatusChange | None] = []
+        for op in ops:
+            msg = ws.messages.get(op.message_id)
+            if msg is None or (
+                op.account_id is not None and msg.row["account_id"] != op.account_id
+            ):
+                raise LookupError(f"no message {op.message_id}")
+            detail = dict(op.detail)
+            if op.error is not None:
+                detail.setdefault("error", op.error)
+            results.append(ws.set_status(msg, op.status, op.at, detail, op.error))
+        await ws.flush()
+        return results
+
+
+@dataclass(frozen=True, slots=True)
+class CancelMessage(WriteOp[CancelOutcome]):
+    """Cancel a message of ``account_id`` that has not been submitted (DELETE, cancel_sm).
+
+    The dispatcher must not have a submit_sm for it in flight: route cancels through
+    the dispatcher, which drops the message from its queue first."""
+
+    account_id: int
+    message_id: str
+    at: datetime
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    order: ClassVar[int] = 20
+
+    @classmethod
+    async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[CancelOutcome]:
+        ws = _Workspace(conn)
+        await ws.load(op.message_id for op in ops)
+        results: list[CancelOutcome] = []
+        for op in ops:
+            msg = ws.messages.get(op.message_id)
+            if msg is None or msg.row["account_id"] != op.account_id:
+                results.append(CancelOutcome.NOT_FOUND)
+            elif msg.status is Status.CANCELED:
+                results.append(CancelOutcome.CANCELED)  # DELETE is idempotent
+            elif not lifecycle.can_cancel(msg.status) or msg.parts:
+                results.append(CancelOutcome.TOO_LATE)
+            else:
+                ws.set_status(msg, Status.CANCELED, op.at, op.detail)
+                results.append(CancelOutcome.CANCELED)
+        await ws.flush()
+        return results
+
+
+@dataclass(frozen=True, slots=True)
+class DeferMessage(WriteOp[bool]):
+    """A temporary failure before submission: count the attempt and look at the
+    message again at ``due_at``. False when it is no longer waiting to be sent."""
+
+    message_id: str
+    due_at: datetime
+    at: datetime
+    error: str | None = None
+
+    order: ClassVar[int] = 25
+
+    @classmethod
+    async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[bool]:
+        results: list[bool] = []
+        for op in ops:
+            result = await conn.execute(
+                messages.update()
+                .where(
+                    messages.c.id == op.message_id,
+                    messages.c.status.in_([Status.ACCEPTED.value, Status.SCHEDULED.value]),
+                )
+                .values(
+                    due_at=op.due_at,
+                    attempts=messages.c.attempts + 1,
+                    error=op.error,
+                    updated_at=op.at,
+                )
+            )
+            results.append(result.rowcount == 1)
+        return results
+
+
+# ---------------------------------------------------------------------- parts
+
+
+@dataclass(frozen=True, slots=True)
+class PartUpdate(WriteOp[tuple[StatusChange, ...]]):
+    """One segment's outcome at submission: ``submitted`` with ``upstream`` and
+    ``upstream_message_id`` (submit_sm_resp ROK, with the price paid for it), or a
+    final status with ``error`` (a permanent submit_sm_resp error, attempts exhausted).
+
+    A receipt that came before this submit_sm_resp and waits in unmatched_receipts is
+    applied in the same transaction. Returns the message's status changes."""
+
+    message_id: str
+    seqnum: int
+    status: Status
+    at: datetime
+    upstream: str | None = None
+    upstream_message_id: str | None = None
+    price: float | None = None
+    error: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    order: ClassVar[int] = 30
+
+    @classmethod
+    async def run_batch(
+        cls, conn: AsyncConnection, ops: Sequence[Self]
+    ) -> list[tuple[StatusChange, ...]]:
+        ws = _Workspace(conn)
+        await ws.load(op.message_id for op in ops)
+        results: list[list[StatusChange]] = []
+        submitted: list[tuple[int, str, str]] = []  # (result index, upstream, upstream id)
+        for op in ops:
+            msg = ws.messages.get(op.message_id)
+            if msg is None:
+                raise LookupError(f"no message {op.message_id}")
+            change = ws.update_part(
+                msg,
+                op.seqnum,
+                op.status,
+                op.at,
+                op.detail,
+                upstream=op.upstream,
+                upstream_message_id=op.upstream_message_id,
+                price=op.price,
+                error=op.error,
+            )
+            results.append([change] if change is not None else [])
+            if op.status is Status.SUBMITTED and op.upstream and op.upstream_message_id:
+                submitted.append((len(results) - 1, op.upstream, op.upstream_message_id))
+        if submitted:
+            await _apply_waiting_receipts(ws, ops, submitted, results)
+        await ws.flush()
+        return [tuple(r) for r in results]
+
+
+async def _apply_waiting_receipts(
+    ws: _Workspace,
+    ops: Sequence[PartUpdate],
+    submitted: list[tuple[int, str, str]],
+    results: list[list[StatusChange]],
+) -> None:
+    wanted: dict[tuple[str, str], int] = {}
+    for index, upstream, upstream_id in submitted:
+        for form in upstream_id_forms(upstream_id):
+            wanted.setdefault((upstream, form), index)
+    found: list[Any] = []
+    keys = list(wanted)
+    for chunk in _chunks(keys):
+        rows = await ws.conn.execute(
+            sa.select(unmatched_receipts)
+            .where(
+                sa.tuple_(
+                    unmatched_receipts.c.upstream, unmatched_receipts.c.upstream_message_id
+                ).in_(chunk)
+            )
+            .order_by(unmatched_receipts.c.id)
+        )
+        found.extend(rows)
+    found.sort(key=lambda r: r.id)
+    for row in found:
+        index = wanted[(row.upstream, row.upstream_message_id)]
+        op = ops[index]
+        msg = ws.messages[op.message_id]
+        change = ws.update_part(
+            msg,
+            op.seqnum,
+            Status(row.status),
+            row.at,
+            {**row.payload, "matched_late": True},
+            error=row.error,
+            from_receipt=True,
+        )
+        if change is not None:
+            results[index].append(change)
+    if found:
+        await ws.conn.execute(
+            unmatched_receipts.delete().where(unmatched_receipts.c.id.in_([r.id for r in found]))
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyReceipt(WriteOp[ReceiptResult]):
+    """A delivery receipt from ``upstream`` (deliver_sm or data_sm with a receipted id).
+
+    Matched to a part by (upstream, upstream_message_id), trying the exact id first and
+    then its other spellings (``gateway.ids.upstream_id_forms``: hex/decimal, case,
+    leading zeros). Without a match the receipt is kept in unmatched_receipts and
+    applied when its submit_sm_resp is recorded; ``detail`` goes into the event."""
+
+    upstream: str
+    upstream_message_id: str
+    status: Status
+    at: datetime
+    error: str | None = None
+    received_at: datetime | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    order: ClassVar[int] = 40
+
+    @classmethod
+    async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[ReceiptResult]:
+        wanted = sorted(
+            {
+                (op.upstream, form)
+                for op in ops
+                for form in upstream_id_forms(op.upstream_message_id)
+            }
+        )
+        located: dict[tuple[str, str], tuple[str, int]] = {}
+        for chunk in _chunks(wanted):
+            rows = await conn.execute(
+                sa.select(
+                    parts.c.upstream,
+                    parts.c.upstream_message_id,
+                    parts.c.message_id,
+                    parts.c.seqnum,
+                ).where(sa.tuple_(parts.c.upstream, parts.c.upstream_message_id).in_(chunk))
+            )
+            for row in rows:
+                located[(row.upstream, row.upstream_message_id)] = (row.message_id, row.seqnum)
+        targets: list[tuple[str, int] | None] = []
+        for op in ops:
+            target = None
+            for form in upstream_id_forms(op.upstream_message_id):
+                target = located.get((op.upstream, form))
+                if target is not None:
+                    break
+            targets.append(target)
+        ws = _Workspace(conn)
+        await ws.load(t[0] for t in targets if t is not None)
+        results: list[ReceiptResult] = []
+        waiting: list[dict[str, Any]] = []
+        for op, target in zip(ops, targets, strict=True):
+            if target is None:
+                waiting.append(
+                    {
+                        "upstream": op.upstream,
+                        "upstream_message_id": op.upstream_message_id,
+                        "status": op.status.value,
+                        "error": op.error,
+                        "at": op.at,
+                        "payload": dict(op.detail),
+                        "received_at": op.received_at or op.at,
+                    }
+                )
+                results.append(ReceiptResult(matched=False, message_id=None))
+                continue
+            message_id, seqnum = target
+            change = ws.update_part(
+                ws.messages[message_id],
+                seqnum,
+                op.status,
+                op.at,
+                op.detail,
+                error=op.error,
+                from_receipt=True,
+            )
+            changes = (change,) if change is not None else ()
+            results.append(ReceiptResult(matched=True, message_id=message_id, changes=changes))
+        await ws.flush()
+        if waiting:
+            await conn.execute(unmatched_receipts.insert(), waiting)
+        return results
+
+
+# ------------------------------------------------------------------- outboxes
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAttempt(WriteOp[None]):
+    """The outcome of one POST of a webhook delivery: ``delivered``, or retry at
+    ``next_attempt_at``, or (``next_attempt_at`` None) give up as failed."""
+
+    delivery_id: int
+    at: datetime
+    delivered: bool
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+    order: ClassVar[int] = 60
+
+    @classmethod
+    async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[None]:
+        rows = []
+        for op in ops:
+            if op.delivered:
+                status = "delivered"
+            else:
+                status = "pending" if op.next_attempt_at is not None else "failed"
+            rows.append(
+                {
+                    "b_id": op.delivery_id,
+                    "status": status,
+                    "last_error": op.error,
+                    "next_attempt_at": op.next_attempt_at or op.at,
+                    "updated_at": op.at,
+                }
+            )
+        await conn.execute(
+            webhook_deliveries.update()
+            .where(webhook_deliveries.c.id == sa.bindparam("b_id"))
+            .values(
+                status=sa.bindparam("status"),
+                attempts=webhook_deliveries.c.attempts + 1,
+                last_error=sa.bindparam("last_error"),
+                next_attempt_at=sa.bindparam("next_attempt_at"),
+                updated_at=sa.bindparam("updated_at"),
+            ),
+            rows,
+        )
+        return [None] * len(ops)
+
+
+@dataclass(frozen=True, slots=True)
+class MarkSmppReceiptsSent(WriteOp[None]):
+    """deliver_sm receipts answered by the ESME (deliver_sm_resp), or expired."""
+
+    receipt_ids: tuple[int, ...]
+    at: datetime
+
+    order: ClassVar[int] = 70
+
+    @classmethod
+    async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[None]:
+        rows = [{"b_id": rid, "sent_at": op.at} for op in ops for rid in op.receipt_ids]
+        if rows:
+            await conn.execute(
+                smpp_receipts.update()
+                .where(smpp_receipts.c.id == sa.bindparam("b_id"))
+                .values(sent_at=sa.bindparam("sent_at")),
+                rows,
+            )
+        return [None] * len(ops)
