@@ -520,7 +520,7 @@ def _gen_encoder(cls: type[Pdu]) -> Callable[[Pdu], bytes]:
             parts.append(f"_write_unsuccess(pdu.{name})")
         i += 1
     lines.extend("        " + b for b in body)
-    # Header and body fields come first in the instance dict; TLVs follow (see Pdu.__post_init__).
+    # Header and body fields come first in the instance dict; TLVs follow (see smpp.pdu._pdu).
     n_fixed = len(fixed)
     lines.append("        d = pdu.__dict__")
     lines.append(

@@ -9,16 +9,16 @@ Why the classes have a `__dict__` and no `__slots__`: every PDU carries every
 SMPP 3.4 optional parameter as an attribute (None when absent). With slots a
 decoder would have to set some sixty attributes per PDU; with a `__dict__` the
 decoder stores only what was on the wire and an absent attribute falls back
-to its class-level default. `__post_init__` prunes absent TLVs from instances
-built in code for the same reason, so `codec.encode` finds present TLVs by
-looking at what the instance holds rather than testing sixty names.
+to its class-level default. Instances built in code get the same shape from
+the generated `__init__` (see `_pdu`), so `codec.encode` finds present TLVs
+by looking at what the instance holds rather than testing sixty names.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
 
 from .constants import INTERFACE_VERSION, CommandId
 
@@ -92,10 +92,50 @@ class UnsuccessSme:
     error_status_code: int = 0
 
 
+# --- the class decorator -----------------------------------------------------
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(field,))
+def _pdu(cls: type[_T]) -> type[_T]:
+    """A frozen, keyword-only dataclass whose __init__ stores only what is set.
+
+    The generated dataclass __init__ would set all sixty-odd fields one
+    object.__setattr__ at a time; this one builds the instance dict in one go,
+    leaving out absent optional parameters (they fall back to the class
+    default, None) and putting present ones after the body fields, where a
+    decoded PDU has them too. `codec.encode` relies on that order: the TLVs
+    are whatever follows the header and body fields.
+    """
+    klass: Any = dataclass(frozen=True, kw_only=True, repr=False, init=False)(cls)
+    klass.__init__ = _make_init(klass)
+    return cls
+
+
+def _make_init(cls: type[Any]) -> Any:
+    all_fields = fields(cls)
+    fixed = [f for f in all_fields if "tlv" not in f.metadata and f.name != "unknown_tlvs"]
+    tlvs = [f for f in all_fields if "tlv" in f.metadata]
+    defaults = {f"_d_{f.name}": f.default for f in all_fields}
+    params = ", ".join(f"{f.name}=_d_{f.name}" for f in all_fields)
+    lines = [f"def __init__(self, *, {params}):"]
+    lines.append("    d = {" + "".join(f"{f.name!r}: {f.name}, " for f in fixed) + "}")
+    for f in tlvs:
+        lines.append(f"    if {f.name} is not None: d[{f.name!r}] = {f.name}")
+    lines.append("    if unknown_tlvs: d['unknown_tlvs'] = tuple(unknown_tlvs)")
+    lines.append("    _set(self, '__dict__', d)")
+    namespace: dict[str, Any] = {"_set": object.__setattr__, **defaults}
+    exec("\n".join(lines), namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
+
+
 # --- the base: header fields and every SMPP 3.4 optional parameter ---------
 
 
-@dataclass(frozen=True, kw_only=True)
+@_pdu
 class Pdu:
     """Common to every PDU: the header fields and the optional parameters.
 
@@ -157,20 +197,6 @@ class Pdu:
     # kept byte-exact and re-encoded as they came.
     unknown_tlvs: tuple[tuple[int, bytes], ...] = ()
 
-    def __post_init__(self) -> None:
-        # Drop absent optional parameters from the instance, so that they fall
-        # back to the class default (None), and move the present ones after
-        # the body fields, where a decoded PDU has them too: encode() then
-        # finds the TLVs as whatever follows the header and body fields.
-        d = self.__dict__
-        for name in _tlv_fields_of(type(self)):
-            value = d.pop(name)
-            if value is not None:
-                d[name] = value
-        unknown = d.pop("unknown_tlvs")
-        if unknown:
-            d["unknown_tlvs"] = unknown
-
     def __repr__(self) -> str:
         # Only what is set, so logs and test failures stay readable.
         d = self.__dict__
@@ -185,16 +211,6 @@ class Pdu:
 
 
 _TLV_NAMES: frozenset[str] = frozenset(f.name for f in fields(Pdu) if "tlv" in f.metadata)
-_TLV_FIELDS: dict[type[Pdu], tuple[str, ...]] = {}
-
-
-def _tlv_fields_of(cls: type[Pdu]) -> tuple[str, ...]:
-    """The optional-parameter fields of a PDU class (not those it redeclares as mandatory)."""
-    names = _TLV_FIELDS.get(cls)
-    if names is None:
-        names = _TLV_FIELDS[cls] = tuple(f.name for f in fields(cls) if "tlv" in f.metadata)
-    return names
-
 TLV_SPECS: dict[str, TlvSpec] = {
     f.name: f.metadata["tlv"] for f in fields(Pdu) if "tlv" in f.metadata
 }
@@ -222,7 +238,7 @@ def body_specs(cls: type[Pdu]) -> tuple[tuple[str, BodySpec, Any], ...]:
 # --- session management (SMPP 3.4 section 4.1) ------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class _Bind(Pdu):
     system_id: str = cstr(16)
     password: str = cstr(9)
@@ -233,69 +249,69 @@ class _Bind(Pdu):
     address_range: str = cstr(41)
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class _BindResp(Pdu):
     system_id: str = cstr(16)
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class BindTransmitter(_Bind):
     command_id: ClassVar[int] = CommandId.BIND_TRANSMITTER
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class BindTransmitterResp(_BindResp):
     command_id: ClassVar[int] = CommandId.BIND_TRANSMITTER_RESP
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class BindReceiver(_Bind):
     command_id: ClassVar[int] = CommandId.BIND_RECEIVER
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class BindReceiverResp(_BindResp):
     command_id: ClassVar[int] = CommandId.BIND_RECEIVER_RESP
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class BindTransceiver(_Bind):
     command_id: ClassVar[int] = CommandId.BIND_TRANSCEIVER
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class BindTransceiverResp(_BindResp):
     command_id: ClassVar[int] = CommandId.BIND_TRANSCEIVER_RESP
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class Outbind(Pdu):
     command_id: ClassVar[int] = CommandId.OUTBIND
     system_id: str = cstr(16)
     password: str = cstr(9)
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class Unbind(Pdu):
     command_id: ClassVar[int] = CommandId.UNBIND
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class UnbindResp(Pdu):
     command_id: ClassVar[int] = CommandId.UNBIND_RESP
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class GenericNack(Pdu):
     command_id: ClassVar[int] = CommandId.GENERIC_NACK
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class EnquireLink(Pdu):
     command_id: ClassVar[int] = CommandId.ENQUIRE_LINK
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class EnquireLinkResp(Pdu):
     command_id: ClassVar[int] = CommandId.ENQUIRE_LINK_RESP
 
@@ -303,7 +319,7 @@ class EnquireLinkResp(Pdu):
 # --- message submission and delivery (SMPP 3.4 sections 4.4 - 4.7) ----------
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class _ShortMessage(Pdu):
     """submit_sm and deliver_sm share one layout (sections 4.4.1 and 4.6.1)."""
 
@@ -327,32 +343,32 @@ class _ShortMessage(Pdu):
     short_message: bytes = _body("short_message", b"", 254)
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class _MessageIdResp(Pdu):
     message_id: str = cstr(65)
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class SubmitSm(_ShortMessage):
     command_id: ClassVar[int] = CommandId.SUBMIT_SM
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class SubmitSmResp(_MessageIdResp):
     command_id: ClassVar[int] = CommandId.SUBMIT_SM_RESP
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class DeliverSm(_ShortMessage):
     command_id: ClassVar[int] = CommandId.DELIVER_SM
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class DeliverSmResp(_MessageIdResp):
     command_id: ClassVar[int] = CommandId.DELIVER_SM_RESP
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class SubmitMulti(Pdu):
     command_id: ClassVar[int] = CommandId.SUBMIT_MULTI
     service_type: str = cstr(6)
@@ -373,7 +389,7 @@ class SubmitMulti(Pdu):
     short_message: bytes = _body("short_message", b"", 254)
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class SubmitMultiResp(Pdu):
     command_id: ClassVar[int] = CommandId.SUBMIT_MULTI_RESP
     message_id: str = cstr(65)
@@ -381,7 +397,7 @@ class SubmitMultiResp(Pdu):
     unsuccess_sme: tuple[UnsuccessSme, ...] = _body("unsuccess", ())
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class DataSm(Pdu):
     """Section 4.7.1: addresses may be up to 65 octets here."""
 
@@ -398,7 +414,7 @@ class DataSm(Pdu):
     data_coding: int = u8()
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class DataSmResp(_MessageIdResp):
     command_id: ClassVar[int] = CommandId.DATA_SM_RESP
 
@@ -406,7 +422,7 @@ class DataSmResp(_MessageIdResp):
 # --- ancillary operations (SMPP 3.4 sections 4.8 - 4.12) --------------------
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class QuerySm(Pdu):
     command_id: ClassVar[int] = CommandId.QUERY_SM
     message_id: str = cstr(65)
@@ -415,7 +431,7 @@ class QuerySm(Pdu):
     source_addr: str = cstr(21)
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class QuerySmResp(Pdu):
     command_id: ClassVar[int] = CommandId.QUERY_SM_RESP
     message_id: str = cstr(65)
@@ -424,7 +440,7 @@ class QuerySmResp(Pdu):
     error_code: int = u8()
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class CancelSm(Pdu):
     command_id: ClassVar[int] = CommandId.CANCEL_SM
     service_type: str = cstr(6)
@@ -437,12 +453,12 @@ class CancelSm(Pdu):
     destination_addr: str = cstr(21)
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class CancelSmResp(Pdu):
     command_id: ClassVar[int] = CommandId.CANCEL_SM_RESP
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class ReplaceSm(Pdu):
     command_id: ClassVar[int] = CommandId.REPLACE_SM
     message_id: str = cstr(65)
@@ -456,12 +472,12 @@ class ReplaceSm(Pdu):
     short_message: bytes = _body("short_message", b"", 254)
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class ReplaceSmResp(Pdu):
     command_id: ClassVar[int] = CommandId.REPLACE_SM_RESP
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@_pdu
 class AlertNotification(Pdu):
     command_id: ClassVar[int] = CommandId.ALERT_NOTIFICATION
     source_addr_ton: int = u8()
