@@ -1,0 +1,27 @@
+"""Thin asyncio adapters over the sans-IO `smpp.session`: an SMPP server and client."""
+
+from ._errors import (
+    BindRefusedError,
+    ConnectionLostError,
+    NotBoundError,
+    ResponseTimeoutError,
+    SmppAioError,
+)
+from .client import DeliverSmCallback, SmppClient, StateCallback
+from .server import BaseServerHandler, BindType, ServerHandler, ServerSession, SmppServer
+
+__all__ = [
+    "BaseServerHandler",
+    "BindRefusedError",
+    "BindType",
+    "ConnectionLostError",
+    "DeliverSmCallback",
+    "NotBoundError",
+    "ResponseTimeoutError",
+    "ServerHandler",
+    "ServerSession",
+    "SmppAioError",
+    "SmppClient",
+    "SmppServer",
+    "StateCallback",
+]
