@@ -37,11 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smsgw {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    commands.add_parser(
+    serve = commands.add_parser(
         "serve",
         parents=[config],
         help="run the gateway until SIGINT/SIGTERM",
         description="Run HTTP API, SMPP server, upstream connectors, dispatcher and scheduler.",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (INFO); numbers are masked and texts left out at INFO",
     )
 
     db = commands.add_parser("db", help="database administration")
@@ -141,17 +147,58 @@ def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _not_implemented(command: str) -> int:
-    print(f"smsgw {command}: not implemented yet", file=sys.stderr)
-    return EXIT_USAGE
+def _serve(settings: Settings, *, demo: bool, log_level: str) -> int:
+    from gateway.serve import configure_logging, serve
+
+    configure_logging(log_level)
+    return asyncio.run(serve(settings, demo=demo))
+
+
+async def _simulator(args: argparse.Namespace) -> int:
+    import signal
+
+    from gateway.config import parse_listen
+    from gateway.simulator import Simulator, SimulatorOptions
+
+    try:
+        host, port = parse_listen(args.listen)
+        options = SimulatorOptions(
+            delivery_ratio=args.delivery_ratio,
+            dlr_delay_ms=args.dlr_delay_ms,
+            intermediate=args.intermediate,
+            max_tps=args.max_tps,
+        )
+    except ValueError as exc:
+        print(f"smsgw simulator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    simulator = Simulator(options, host=host, port=port)
+    try:
+        await simulator.start()
+    except OSError as exc:
+        print(f"smsgw simulator: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"simulator listening on {shown}:{simulator.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await simulator.close()
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.command == "simulator":
-        return _not_implemented("simulator")
+        return asyncio.run(_simulator(args))
     settings = _settings(args, environ)
     if args.command == "serve":
-        return _not_implemented("serve")
+        demo = args.config is None and "SMSGW_CONFIG" not in environ
+        return _serve(settings, demo=demo, log_level=args.log_level)
     if args.command == "db":
         return asyncio.run(_db_upgrade(settings))
     if args.account_command == "add":

@@ -63,14 +63,6 @@ def test_invalid_config_is_reported(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "http.listen" in err and "HOST:PORT" in err
 
 
-@pytest.mark.parametrize("command", [["serve"], ["simulator"]])
-def test_not_implemented_yet(
-    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(command, _env(tmp_path)) == 2
-    assert "not implemented yet" in capsys.readouterr().err
-
-
 def test_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["account", "add", "--help"]) == 0
     assert "--password" in capsys.readouterr().out
