@@ -458,7 +458,7 @@ class Simulator:
         )
         if (
             requested == RegisteredDelivery.NONE and not wants_intermediate
-        ) or not session.system_id:
+        ) or session.system_id is None:
             return []
         delivered = options.delivery_ratio >= 1.0 or self._rng.random() < options.delivery_ratio
         receipt_id = (
