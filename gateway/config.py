@@ -179,6 +179,10 @@ class UpstreamSettings(_Section):
     tps: int = Field(default=500, gt=0)
     prices: dict[str, float] = Field(default_factory=lambda: {"default": 0.0})
     prices_file: str | None = None
+    # Ask this upstream for intermediate notifications (registered_delivery
+    # 0x10) besides final receipts: an ENROUTE from the carrier sets
+    # handed_to_carrier_at early, at the price of twice the receipt traffic.
+    intermediate_receipts: bool = False
     simulator: SimulatorSettings | None = None
 
     @field_validator("prices")

@@ -97,8 +97,12 @@ class Accepted:
 
     def response_body(self) -> str:
         return json.dumps(
-            {"id": self.id, "status": self.status.value, "segments": self.segments,
-             "encoding": self.encoding},
+            {
+                "id": self.id,
+                "status": self.status.value,
+                "segments": self.segments,
+                "encoding": self.encoding,
+            },
             separators=(",", ":"),
         )
 
@@ -138,8 +142,14 @@ class MessageService:
             )
         now = utcnow()
         if sub.valid_until is not None and sub.valid_until <= now:
-            raise SubmissionError("invalid_validity", "valid_until is in the past", field="valid_until")
-        if sub.send_at is not None and sub.valid_until is not None and sub.valid_until <= sub.send_at:
+            raise SubmissionError(
+                "invalid_validity", "valid_until is in the past", field="valid_until"
+            )
+        if (
+            sub.send_at is not None
+            and sub.valid_until is not None
+            and sub.valid_until <= sub.send_at
+        ):
             raise SubmissionError(
                 "invalid_validity", "valid_until is not after send_at", field="valid_until"
             )
@@ -160,7 +170,9 @@ class MessageService:
             send_at=sub.send_at,
             valid_until=sub.valid_until,
         )
-        status = Status.SCHEDULED if sub.send_at is not None and sub.send_at > now else Status.ACCEPTED
+        status = (
+            Status.SCHEDULED if sub.send_at is not None and sub.send_at > now else Status.ACCEPTED
+        )
         accepted = Accepted(message.id, status, segments, message.encoding)
         result = await self.store.accept(
             message,
@@ -168,8 +180,13 @@ class MessageService:
             response=accepted.response_body() if sub.idempotency_key is not None else None,
         )
         if result.replayed_response is not None:
-            return Accepted(result.message_id, result.status, segments, message.encoding,
-                            result.replayed_response)
+            return Accepted(
+                result.message_id,
+                result.status,
+                segments,
+                message.encoding,
+                result.replayed_response,
+            )
         self.metrics.messages_accepted.labels(account.system_id, interface).inc()
         if status is Status.ACCEPTED:
             self.dispatch.enqueue_new(message)

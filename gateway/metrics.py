@@ -12,9 +12,44 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.process_collector import ProcessCollector
 
 # accepted -> submitted: from a few milliseconds (a window kept full) to minutes (retries).
-SUBMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+SUBMIT_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+)
 # submitted -> delivered: seconds for a phone that is on, up to days for one that is off.
-DELIVERY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400)
+DELIVERY_BUCKETS = (
+    0.1,
+    0.5,
+    1,
+    2,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+    4 * 3600,
+    12 * 3600,
+    86400,
+    3 * 86400,
+)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 
 
@@ -26,27 +61,39 @@ class Metrics:
 
         # Contract (interface.md, "Prometheus metrics").
         self.messages_accepted = Counter(
-            "smsgw_messages_accepted", "Messages committed to the store.",
-            ["account", "interface"], registry=r,
+            "smsgw_messages_accepted",
+            "Messages committed to the store.",
+            ["account", "interface"],
+            registry=r,
         )
         self.message_status = Counter(
-            "smsgw_message_status", "Transitions of messages into each status.",
-            ["status", "route"], registry=r,
+            "smsgw_message_status",
+            "Transitions of messages into each status.",
+            ["status", "route"],
+            registry=r,
         )
         self.submit_latency = Histogram(
-            "smsgw_submit_latency_seconds", "Accepted to submitted (submit_sm_resp ROK).",
-            ["route"], buckets=SUBMIT_BUCKETS, registry=r,
+            "smsgw_submit_latency_seconds",
+            "Accepted to submitted (submit_sm_resp ROK).",
+            ["route"],
+            buckets=SUBMIT_BUCKETS,
+            registry=r,
         )
         self.delivery_latency = Histogram(
-            "smsgw_delivery_latency_seconds", "Submitted to delivered (final receipt).",
-            ["route"], buckets=DELIVERY_BUCKETS, registry=r,
+            "smsgw_delivery_latency_seconds",
+            "Submitted to delivered (final receipt).",
+            ["route"],
+            buckets=DELIVERY_BUCKETS,
+            registry=r,
         )
         self.upstream_bound = Gauge(
             "smsgw_upstream_bound", "Bound SMPP sessions to each upstream.", ["route"], registry=r
         )
         self.upstream_inflight = Gauge(
-            "smsgw_upstream_inflight", "submit_sm awaiting their response, per upstream.",
-            ["route"], registry=r,
+            "smsgw_upstream_inflight",
+            "submit_sm awaiting their response, per upstream.",
+            ["route"],
+            registry=r,
         )
         self.smpp_sessions = Gauge(
             "smsgw_smpp_sessions", "ESME sessions bound now.", ["account", "bind_type"], registry=r
@@ -60,23 +107,31 @@ class Metrics:
 
         # More for operators.
         self.submit_errors = Counter(
-            "smsgw_upstream_submit_errors", "submit_sm that did not end in ROK, by reason.",
-            ["route", "reason"], registry=r,
+            "smsgw_upstream_submit_errors",
+            "submit_sm that did not end in ROK, by reason.",
+            ["route", "reason"],
+            registry=r,
         )
         self.receipts = Counter(
-            "smsgw_receipts", "Delivery receipts from upstreams, by how they matched.",
-            ["route", "outcome"], registry=r,
+            "smsgw_receipts",
+            "Delivery receipts from upstreams, by how they matched.",
+            ["route", "outcome"],
+            registry=r,
         )
         self.webhook_deliveries = Counter(
             "smsgw_webhook_deliveries", "Webhook POSTs by outcome.", ["outcome"], registry=r
         )
         self.store_batch_size = Histogram(
-            "smsgw_store_batch_operations", "Operations per group commit.",
-            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r,
+            "smsgw_store_batch_operations",
+            "Operations per group commit.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
         )
         self.store_commit_latency = Histogram(
-            "smsgw_store_commit_seconds", "Time to execute and commit one group.",
-            buckets=COMMIT_BUCKETS, registry=r,
+            "smsgw_store_commit_seconds",
+            "Time to execute and commit one group.",
+            buckets=COMMIT_BUCKETS,
+            registry=r,
         )
 
     def render(self) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -252,12 +252,17 @@ class Store:
         return [_message(r, by_message.get(r.id, ())) for r in rows]
 
     async def due_messages(
-        self, now: datetime, limit: int = 500, after: tuple[datetime, str] | None = None
+        self,
+        now: datetime,
+        limit: int = 500,
+        after: tuple[datetime, str] | None = None,
+        statuses: Iterable[Status | str] = _UNSENT,
     ) -> list[MessageRecord]:
-        """Messages waiting to be sent (accepted or scheduled) whose ``due_at`` has come,
-        oldest first, with the parts already submitted. Page with ``after`` =
-        (due_at, id) of the last one."""
-        query = sa.select(messages).where(messages.c.status.in_(_UNSENT), messages.c.due_at <= now)
+        """Messages waiting to be sent (accepted or scheduled, or only ``statuses``)
+        whose ``due_at`` has come, oldest first, with the parts already submitted. Page
+        with ``after`` = (due_at, id) of the last one."""
+        wanted = [Status(s).value for s in statuses]
+        query = sa.select(messages).where(messages.c.status.in_(wanted), messages.c.due_at <= now)
         if after is not None:
             query = query.where(sa.tuple_(messages.c.due_at, messages.c.id) > sa.tuple_(*after))
         query = query.order_by(messages.c.due_at, messages.c.id).limit(limit)
@@ -333,6 +338,32 @@ class Store:
                 for r in rows
             ]
 
+    async def pending_webhooks_by_message(
+        self, message_ids: Iterable[str]
+    ) -> dict[str, list[tuple[int, datetime]]]:
+        """Per message, its pending webhook deliveries as (id, next_attempt_at), oldest
+        (= earliest transition) first: the webhook sender POSTs a message's transitions
+        in this order only, so it must see the earlier ones that are not due yet."""
+        wanted = sorted(set(message_ids))
+        found: dict[str, list[tuple[int, datetime]]] = {}
+        async with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 400):
+                rows = await conn.execute(
+                    sa.select(
+                        webhook_deliveries.c.id,
+                        webhook_deliveries.c.message_id,
+                        webhook_deliveries.c.next_attempt_at,
+                    )
+                    .where(
+                        webhook_deliveries.c.status == "pending",
+                        webhook_deliveries.c.message_id.in_(wanted[start : start + 400]),
+                    )
+                    .order_by(webhook_deliveries.c.id)
+                )
+                for r in rows:
+                    found.setdefault(r.message_id, []).append((r.id, r.next_attempt_at))
+        return found
+
     async def pending_smpp_receipts(
         self, account_id: int, *, not_before: datetime, limit: int = 500
     ) -> list[SmppReceipt]:
@@ -351,6 +382,46 @@ class Store:
             )
             return [
                 SmppReceipt(r.id, r.account_id, r.message_id, Status(r.status), r.error, r.at)
+                for r in rows
+            ]
+
+    async def pending_smpp_receipts_with_messages(
+        self, account_id: int, *, not_before: datetime, after_id: int = 0, limit: int = 500
+    ) -> list[tuple[SmppReceipt, MessageRecord]]:
+        """``pending_smpp_receipts`` with each receipt's message (without parts or
+        events), in one query: what a deliver_sm receipt needs (addresses, submit date,
+        text). Page with ``after_id`` = the id of the last receipt of the previous page."""
+        receipt_columns = (
+            smpp_receipts.c.id.label("receipt_id"),
+            smpp_receipts.c.status.label("receipt_status"),
+            smpp_receipts.c.error.label("receipt_error"),
+            smpp_receipts.c.at.label("receipt_at"),
+        )
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(*receipt_columns, messages)
+                .join(messages, messages.c.id == smpp_receipts.c.message_id)
+                .where(
+                    smpp_receipts.c.account_id == account_id,
+                    smpp_receipts.c.sent_at.is_(None),
+                    smpp_receipts.c.at >= not_before,
+                    smpp_receipts.c.id > after_id,
+                )
+                .order_by(smpp_receipts.c.id)
+                .limit(limit)
+            )
+            return [
+                (
+                    SmppReceipt(
+                        r.receipt_id,
+                        account_id,
+                        r.id,
+                        Status(r.receipt_status),
+                        r.receipt_error,
+                        r.receipt_at,
+                    ),
+                    _message(r),
+                )
                 for r in rows
             ]
 

@@ -1,0 +1,230 @@
+"""`python -m gateway.bench`: end-to-end throughput and submit_sm_resp latency, on SQLite.
+
+Three processes on 127.0.0.1, as in production: `smsgw simulator` (the
+upstream SMSC), `smsgw serve` (the gateway, durable SQLite in a temporary
+directory) and this process as the load-generating ESME (a transceiver).
+
+1. Throughput: N messages with registered_delivery=1, as fast as the ESME's
+   window allows; the clock runs from the first submit_sm until the last
+   receipt is back at the ESME.
+2. Latency: a steady rate (1,000/s by default) for a few seconds; p50 / p99
+   of submit_sm -> submit_sm_resp (which the gateway sends only after commit).
+
+A measurement, not a test: it prints figures and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import smpp
+from smpp.aio import SmppClient
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _spawn(*args: str, ready: str, log: Path) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
+    with log.open("ab") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+        )
+    assert process.stdout is not None
+    async with asyncio.timeout(30):
+        while True:
+            line = await process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{args[0]} exited: see {log}")
+            if ready in line.decode():
+                break
+    # Keep draining stdout so the child never blocks on a full pipe.
+    asyncio.get_running_loop().create_task(_drain(process.stdout))
+    return process
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 20)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def _submit_sm(i: int) -> smpp.SubmitSm:
+    return smpp.SubmitSm(
+        source_addr="ACME",
+        source_addr_ton=5,
+        dest_addr_ton=1,
+        dest_addr_npi=1,
+        destination_addr=f"3460{i % 10_000_000:07d}",
+        registered_delivery=1,
+        short_message=b"Your invoice 1234 is due on 12/12. Pay at https://pay.example/i/1234",
+    )
+
+
+async def run(messages: int, window: int, rate: int, seconds: float) -> None:
+    with tempfile.TemporaryDirectory(prefix="smsgw-bench-") as tmp:
+        tmp_path = Path(tmp)
+        sim_port, http_port, smpp_port = _free_port(), _free_port(), _free_port()
+        config = tmp_path / "bench.toml"
+        config.write_text(
+            f"""
+[database]
+url = "sqlite+aiosqlite:///{tmp_path / "bench.db"}"
+[http]
+listen = "127.0.0.1:{http_port}"
+[smpp]
+listen = "127.0.0.1:{smpp_port}"
+[dispatch]
+max_queue = 1000000
+[[accounts]]
+system_id = "bench"
+password = "bench-pw"
+tps = 1000000
+[[upstreams]]
+name = "sim"
+host = "127.0.0.1"
+port = {sim_port}
+system_id = "gw"
+password = "pw"
+window = 200
+tps = 1000000
+prices = {{ "default" = 0.01 }}
+"""
+        )
+        log = tmp_path / "bench.log"
+        simulator = await _spawn(
+            "simulator",
+            "--listen",
+            f"127.0.0.1:{sim_port}",
+            "--dlr-delay-ms",
+            "10",
+            ready="listening",
+            log=log,
+        )
+        gateway = await _spawn("serve", "--config", str(config), ready="serving", log=log)
+        receipts = 0
+        all_receipts = asyncio.Event()
+        target = messages
+
+        async def on_deliver_sm(pdu: smpp.DeliverSm) -> int:
+            nonlocal receipts
+            if pdu.esm_class & 0x04:
+                receipts += 1
+                if receipts >= target:
+                    all_receipts.set()
+            return 0
+
+        esme = SmppClient(
+            "127.0.0.1",
+            smpp_port,
+            system_id="bench",
+            password="bench-pw",
+            bind="transceiver",
+            window=window,
+            on_deliver_sm=on_deliver_sm,
+            response_timeout=30,
+        )
+        try:
+            await esme.start()
+            await esme.wait_bound(30)
+
+            # 1. Throughput, submit until the receipt is back.
+            start = time.perf_counter()
+            refused = 0
+
+            async def submit_range(first: int, count: int) -> None:
+                nonlocal refused
+                for i in range(first, first + count):
+                    resp = await esme.submit_sm(_submit_sm(i))
+                    if resp.command_status:
+                        refused += 1
+
+            per = messages // window
+            await asyncio.gather(*(submit_range(k * per, per) for k in range(window)))
+            target = per * window - refused
+            if receipts >= target:
+                all_receipts.set()
+            submitted = time.perf_counter()
+            await asyncio.wait_for(all_receipts.wait(), 120)
+            done = time.perf_counter()
+            print(
+                f"end to end: {target} messages with receipts in {done - start:.2f} s "
+                f"= {target / (done - start):,.0f} msg/s "
+                f"(accepted at {target / (submitted - start):,.0f} msg/s; {refused} refused)"
+            )
+
+            # 2. submit_sm_resp latency at a steady rate.
+            latencies: list[float] = []
+            tasks: list[asyncio.Task[None]] = []
+
+            async def timed(i: int) -> None:
+                t0 = time.perf_counter()
+                await esme.submit_sm(_submit_sm(i))
+                latencies.append(time.perf_counter() - t0)
+
+            total = int(rate * seconds)
+            loop = asyncio.get_running_loop()
+            t_start = loop.time()
+            for i in range(total):
+                delay = t_start + i / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(loop.create_task(timed(i)))
+            await asyncio.gather(*tasks)
+            latencies.sort()
+            p50 = statistics.median(latencies) * 1000
+            p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+            print(
+                f"submit_sm_resp latency at {rate}/s over {len(latencies)} submits: "
+                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+            )
+        finally:
+            await esme.close()
+            await _stop(gateway)
+            await _stop(simulator)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--window", type=int, default=200, help="ESME submits in flight")
+    parser.add_argument("--rate", type=int, default=1000, help="steady rate for the latency run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
+    args = parser.parse_args(argv)
+    asyncio.run(run(args.messages, args.window, args.rate, args.seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""The upstream SMSCs: one SmppClient each, and the receipts they send back.
+
+An `Upstream` binds as an ESME to an aggregator (or to the in-process
+simulator), keeps its window and tps, and turns incoming deliver_sm receipts
+into `ApplyReceipt` writes. The deliver_sm_resp goes back only after the
+receipt is committed: an upstream that gets no answer resends, so a receipt
+is never lost between its arrival and the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from gateway.config import UpstreamSettings
+from gateway.events import StatusBus
+from gateway.lifecycle import Status
+from gateway.metrics import Metrics
+from gateway.store import ApplyReceipt, Store, utcnow
+from smpp import CommandStatus, DeliverSm, MessageState
+from smpp.aio import SmppClient
+from smpp.constants import ESM_CLASS_TYPE_MASK, EsmClass
+from smpp.receipt import ReceiptError, parse_receipt, stat_to_state
+
+log = logging.getLogger(__name__)
+
+# message_state of a receipt -> the part's status (interface.md, "Message statuses").
+RECEIPT_STATUS: dict[int, Status] = {
+    MessageState.ENROUTE: Status.ENROUTE,
+    MessageState.ACCEPTED: Status.ENROUTE,
+    MessageState.SCHEDULED: Status.ENROUTE,
+    MessageState.DELIVERED: Status.DELIVERED,
+    MessageState.EXPIRED: Status.EXPIRED,
+    MessageState.DELETED: Status.UNDELIVERED,
+    MessageState.UNDELIVERABLE: Status.UNDELIVERED,
+    MessageState.UNKNOWN: Status.UNDELIVERED,
+    MessageState.REJECTED: Status.REJECTED,
+    MessageState.SKIPPED: Status.UNDELIVERED,
+}
+
+_RECEIPT_TYPES = (EsmClass.DELIVERY_RECEIPT, EsmClass.INTERMEDIATE_NOTIFICATION)
+
+
+class Prices:
+    """Price per segment by E.164 prefix, longest prefix wins, with "default"."""
+
+    def __init__(self, prices: dict[str, float]) -> None:
+        self._default = prices.get("default")
+        self._by_prefix = {p.lstrip("+"): v for p, v in prices.items() if p != "default"}
+        self._lengths = sorted({len(p) for p in self._by_prefix}, reverse=True)
+
+    def price(self, destination: str) -> float | None:
+        digits = destination.lstrip("+")
+        for length in self._lengths:
+            value = self._by_prefix.get(digits[:length])
+            if value is not None:
+                return value
+        return self._default
+
+
+class Upstream:
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        store: Store,
+        bus: StatusBus,
+        metrics: Metrics,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        response_timeout: float = 10.0,
+    ) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.window = settings.window
+        self.prices = Prices(settings.prices)
+        self.store = store
+        self.bus = bus
+        self.metrics = metrics
+        self.client = SmppClient(
+            host if host is not None else settings.host,
+            port if port is not None else settings.port,
+            system_id=settings.system_id,
+            password=settings.password,
+            system_type=settings.system_type,
+            bind=settings.bind,
+            window=settings.window,
+            tps=float(settings.tps),
+            tps_burst=max(1, settings.window),
+            response_timeout=response_timeout,
+            on_deliver_sm=self._on_deliver_sm,
+            on_state_change=self._on_state_change,
+        )
+        self.metrics.upstream_bound.labels(self.name).set(0)
+        self.metrics.upstream_inflight.labels(self.name).set(0)
+        self._bound_event = asyncio.Event()
+
+    @property
+    def bound(self) -> bool:
+        return self.client.bound
+
+    async def start(self) -> None:
+        await self.client.start()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def wait_bound(self) -> None:
+        while not self.client.bound:
+            self._bound_event.clear()
+            await self._bound_event.wait()
+
+    def _on_state_change(self, bound: bool) -> None:
+        self.metrics.upstream_bound.labels(self.name).set(1 if bound else 0)
+        if bound:
+            log.info("upstream %s bound", self.name)
+            self._bound_event.set()
+        else:
+            log.info("upstream %s not bound", self.name)
+
+    async def _on_deliver_sm(self, pdu: DeliverSm) -> int | None:
+        if pdu.esm_class & ESM_CLASS_TYPE_MASK not in _RECEIPT_TYPES:
+            # A mobile-originated message. MO routing is not built yet: answer
+            # ROK so the SMSC does not resend it forever, and say so.
+            log.info(
+                "upstream %s sent a mobile-originated message; MO is not handled yet", self.name
+            )
+            return CommandStatus.ROK
+        receipt = self._read_receipt(pdu)
+        if receipt is None:
+            self.metrics.receipts.labels(self.name, "unreadable").inc()
+            # Answering an error would make the SMSC resend something we can
+            # never read; take it and count it.
+            return CommandStatus.ROK
+        upstream_id, status, error, detail, at = receipt
+        result = await self.store.apply_receipt(
+            ApplyReceipt(
+                self.name, upstream_id, status, at, error=error, received_at=utcnow(), detail=detail
+            )
+        )
+        self.metrics.receipts.labels(self.name, "matched" if result.matched else "held").inc()
+        self.bus.publish(result.changes)
+        return CommandStatus.ROK
+
+    def _read_receipt(
+        self, pdu: DeliverSm
+    ) -> tuple[str, Status, str | None, dict[str, object], datetime] | None:
+        """(upstream id, status, error, event detail, time) from the TLVs, else the text.
+
+        smpp-facts: prefer the TLVs over the text when both are present.
+        """
+        text = pdu.short_message or pdu.message_payload or b""
+        parsed = None
+        try:
+            parsed = parse_receipt(text)
+        except ReceiptError:
+            if pdu.receipted_message_id is None or pdu.message_state is None:
+                log.warning("upstream %s sent a receipt that cannot be read", self.name)
+                return None
+        upstream_id = pdu.receipted_message_id or (parsed.id if parsed else "")
+        state = pdu.message_state
+        if state is None and parsed is not None:
+            state = stat_to_state(parsed.stat)
+        if not upstream_id or state is None:
+            return None
+        status = RECEIPT_STATUS.get(state, Status.UNDELIVERED)
+        error = None
+        detail: dict[str, object] = {"upstream_message_id": upstream_id}
+        if parsed is not None:
+            detail["stat"] = parsed.stat
+            if parsed.err and parsed.err.strip("0"):
+                error = f"err:{parsed.err}"
+        if pdu.network_error_code:
+            detail["network_error_code"] = pdu.network_error_code.hex()
+            if status not in (Status.DELIVERED, Status.ENROUTE):
+                error = f"network_error:{pdu.network_error_code.hex()}"
+        if parsed is not None and parsed.done_date is not None:
+            detail["done_date"] = parsed.done_date.isoformat()
+        # Our clock, not the receipt's "done date": that one has minute precision
+        # and the SMSC's clock, and would put delivered_at before left_infrastructure_at.
+        return upstream_id, status, error, detail, utcnow()
