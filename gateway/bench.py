@@ -76,6 +76,15 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc; 0 where there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _submit_sm(i: int) -> smpp.SubmitSm:
     return smpp.SubmitSm(
         source_addr="ACME",
@@ -156,6 +165,7 @@ prices = {{ "default" = 0.01 }}
             await esme.wait_bound(30)
 
             # 1. Throughput, submit until the receipt is back.
+            cpu_before = [_cpu_seconds(p.pid) for p in (gateway, simulator)] + [time.process_time()]
             start = time.perf_counter()
             refused = 0
 
@@ -178,6 +188,14 @@ prices = {{ "default" = 0.01 }}
                 f"end to end: {target} messages with receipts in {done - start:.2f} s "
                 f"= {target / (done - start):,.0f} msg/s "
                 f"(accepted at {target / (submitted - start):,.0f} msg/s; {refused} refused)"
+            )
+            cpu_after = [_cpu_seconds(p.pid) for p in (gateway, simulator)] + [time.process_time()]
+            used = [
+                (a - b) * 1e6 / max(target, 1) for a, b in zip(cpu_after, cpu_before, strict=True)
+            ]
+            print(
+                f"CPU per message: gateway {used[0]:.0f} us, simulator {used[1]:.0f} us, "
+                f"load generator {used[2]:.0f} us (on {os.cpu_count()} cores)"
             )
 
             # 2. submit_sm_resp latency at a steady rate.

@@ -324,6 +324,10 @@ class Dispatcher:
                         price=price,
                     )
                 )
+                if not item.done_parts:  # accepted -> submitted is the first part's ROK
+                    self.metrics.submit_latency.labels(upstream.name).observe(
+                        max(0.0, (at - item.created_at).total_seconds())
+                    )
                 item.done_parts = item.done_parts | {seqnum}
                 self.metrics.route_cost.labels(upstream.name).inc(price)
                 self.bus.publish(changes)

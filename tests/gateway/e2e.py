@@ -97,3 +97,33 @@ async def wait_counts(gateway: Gateway, predicate: Any, timeout: float = 30.0) -
             if predicate(counts):
                 return counts
             await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database of its own (the gateway migrates it); dropped afterwards.
+
+    Skipped with the reason when PostgreSQL cannot be reached, required under CI=true
+    (see conftest).
+    """
+    import uuid
+
+    import asyncpg
+
+    from .conftest import PG_DATABASE, PG_HOST, PG_PORT, _find_pg_user
+
+    user = await _find_pg_user()
+    name = f"smsgw_e2e_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=user, database=PG_DATABASE)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield f"postgresql+asyncpg://{user}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=user, database=PG_DATABASE)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

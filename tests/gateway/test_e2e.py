@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 import smpp
+from gateway.config import Settings
 from gateway.simulator import Simulator, SimulatorOptions
 from smpp.aio import BindRefusedError, SmppClient
 
@@ -26,6 +27,7 @@ from .e2e import (
     base_url,
     basic,
     bearer,
+    postgres_database,
     running,
     settings_for,
     wait_counts,
@@ -103,10 +105,21 @@ async def test_smpplib_submit_gets_a_delivered_receipt_with_the_same_id(tmp_path
 # --- 2. the same through HTTP -------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 async def test_http_message_goes_submitted_enroute_delivered_with_milestones(
-    tmp_path: Path,
+    tmp_path: Path, database: str
 ) -> None:
-    async with running(settings_for(tmp_path)) as gateway, aiohttp.ClientSession() as http:
+    if database == "postgres":
+        async with postgres_database() as url:
+            await _http_message_end_to_end(settings_for(tmp_path, url=url))
+    else:
+        await _http_message_end_to_end(settings_for(tmp_path))
+
+
+async def _http_message_end_to_end(settings: Settings) -> None:
+    async with running(settings) as gateway, aiohttp.ClientSession() as http:
         async with http.post(
             f"{base_url(gateway)}/v1/messages",
             headers=bearer(),
