@@ -63,7 +63,7 @@ class _LatencyTracker:
     def __call__(self, changes: list[StatusChange]) -> None:
         for change in changes:
             route = change.route or ""
-            self.metrics.message_status.labels(change.status.value, route).inc()
+            self.metrics.child(self.metrics.message_status, change.status.value, route).inc()
             if change.status is Status.SUBMITTED:
                 self._submitted[change.message_id] = change.at.timestamp()
                 if len(self._submitted) > self.limit:
@@ -71,7 +71,7 @@ class _LatencyTracker:
             elif change.status is Status.DELIVERED:
                 submitted = self._submitted.pop(change.message_id, None)
                 if submitted is not None:
-                    self.metrics.delivery_latency.labels(route).observe(
+                    self.metrics.child(self.metrics.delivery_latency, route).observe(
                         max(0.0, change.at.timestamp() - submitted)
                     )
             elif change.status.value in ("undelivered", "expired", "rejected", "failed"):
@@ -124,7 +124,9 @@ class Gateway:
 
         self._webhooks = WebhookSender(store, self.metrics, s.webhooks)
         webhooks = self._webhooks
-        self.bus.subscribe(lambda changes: webhooks.wake())
+        self.bus.subscribe(
+            lambda changes: webhooks.wake() if any(c.has_callback for c in changes) else None
+        )
         await webhooks.start()
 
         smpp_host, smpp_port = parse_listen(s.smpp.listen)

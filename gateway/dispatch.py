@@ -277,7 +277,7 @@ class Dispatcher:
                 item, Status.FAILED, f"no price for this destination on {upstream.name}"
             )
             return "failed"
-        inflight = self.metrics.upstream_inflight.labels(upstream.name)
+        inflight = self.metrics.child(self.metrics.upstream_inflight, upstream.name)
         registered_delivery = FINAL_RECEIPT | (
             INTERMEDIATE_RECEIPTS if upstream.settings.intermediate_receipts else 0
         )
@@ -305,7 +305,7 @@ class Dispatcher:
                 resp = await upstream.client.submit_sm(pdu)
             except (NotBoundError, ConnectionLostError, ResponseTimeoutError) as exc:
                 reason = type(exc).__name__
-                self.metrics.submit_errors.labels(upstream.name, reason).inc()
+                self.metrics.child(self.metrics.submit_errors, upstream.name, reason).inc()
                 self._retry(item, f"{upstream.name}: {reason}")
                 return "retry"
             finally:
@@ -325,15 +325,15 @@ class Dispatcher:
                     )
                 )
                 if not item.done_parts:  # accepted -> submitted is the first part's ROK
-                    self.metrics.submit_latency.labels(upstream.name).observe(
+                    self.metrics.child(self.metrics.submit_latency, upstream.name).observe(
                         max(0.0, (at - item.created_at).total_seconds())
                     )
                 item.done_parts = item.done_parts | {seqnum}
-                self.metrics.route_cost.labels(upstream.name).inc(price)
+                self.metrics.child(self.metrics.route_cost, upstream.name).inc(price)
                 self.bus.publish(changes)
                 continue
             name = _status_name(status)
-            self.metrics.submit_errors.labels(upstream.name, name).inc()
+            self.metrics.child(self.metrics.submit_errors, upstream.name, name).inc()
             if status in TEMPORARY_STATUSES:
                 self._retry(item, f"{upstream.name}: {name}")
                 return "throttled" if status == CommandStatus.RTHROTTLED else "retry"

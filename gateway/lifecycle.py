@@ -51,7 +51,7 @@ receipt came first (the carrier must have had it to report on it).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
@@ -201,16 +201,29 @@ def update_part(
     """
     if not transition(part.status, new):
         return None
-    changed = replace(part, status=new, error=error if error is not None else part.error)
+    submitted_at, handed_to_carrier_at, done_at = (
+        part.submitted_at,
+        part.handed_to_carrier_at,
+        part.done_at,
+    )
     if new is Status.SUBMITTED:
-        changed = replace(changed, submitted_at=at)
+        submitted_at = at
     elif new is Status.ENROUTE:
-        changed = replace(changed, handed_to_carrier_at=at)
+        handed_to_carrier_at = at
     elif new in FINAL:
-        changed = replace(changed, done_at=at)
-        if from_receipt and changed.handed_to_carrier_at is None:
-            changed = replace(changed, handed_to_carrier_at=at)
-    return changed
+        done_at = at
+        if from_receipt and handed_to_carrier_at is None:
+            handed_to_carrier_at = at
+    # One construction, not a dataclasses.replace per field: this runs for every
+    # submit_sm_resp and every receipt.
+    return PartState(
+        part.seqnum,
+        new,
+        submitted_at,
+        handed_to_carrier_at,
+        done_at,
+        error if error is not None else part.error,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ recovery finds it in the store after a crash.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,6 +51,9 @@ def parse_destination(number: str, *, field: str = "to") -> str:
     candidate = number.strip()
     if not candidate.startswith("+"):
         candidate = "+" + candidate
+    valid = _valid_e164(candidate)
+    if valid is not None:
+        return valid
     try:
         parsed = phonenumbers.parse(candidate, None)
     except phonenumbers.NumberParseException as exc:
@@ -60,6 +64,22 @@ def parse_destination(number: str, *, field: str = "to") -> str:
         raise SubmissionError(
             "invalid_destination", "not a valid phone number for its country", field=field
         )
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+@functools.lru_cache(maxsize=100_000)
+def _valid_e164(candidate: str) -> str | None:
+    """The E.164 form of a valid number, else None (then parse_destination explains).
+
+    Cached: phonenumbers takes tens of microseconds per number, and a dunning
+    run sends to the same numbers again and again.
+    """
+    try:
+        parsed = phonenumbers.parse(candidate, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -187,7 +207,7 @@ class MessageService:
                 message.encoding,
                 result.replayed_response,
             )
-        self.metrics.messages_accepted.labels(account.system_id, interface).inc()
+        self.metrics.child(self.metrics.messages_accepted, account.system_id, interface).inc()
         if status is Status.ACCEPTED:
             self.dispatch.enqueue_new(message)
         return accepted

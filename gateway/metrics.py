@@ -8,6 +8,8 @@ status, a PDU command; never a phone number, message text or message id.
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
@@ -53,9 +55,13 @@ DELIVERY_BUCKETS = (
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 
 
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         ProcessCollector(registry=r)
 
@@ -133,6 +139,15 @@ class Metrics:
             buckets=COMMIT_BUCKETS,
             registry=r,
         )
+
+    def child(self, metric: M, *labels: str) -> M:
+        """`metric.labels(*labels)`, remembered: prometheus_client takes a lock and
+        builds the key on every labels() call, and this runs several times per message."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

@@ -92,8 +92,8 @@ class Upstream:
             on_deliver_sm=self._on_deliver_sm,
             on_state_change=self._on_state_change,
         )
-        self.metrics.upstream_bound.labels(self.name).set(0)
-        self.metrics.upstream_inflight.labels(self.name).set(0)
+        self.metrics.child(self.metrics.upstream_bound, self.name).set(0)
+        self.metrics.child(self.metrics.upstream_inflight, self.name).set(0)
         self._bound_event = asyncio.Event()
 
     @property
@@ -112,7 +112,7 @@ class Upstream:
             await self._bound_event.wait()
 
     def _on_state_change(self, bound: bool) -> None:
-        self.metrics.upstream_bound.labels(self.name).set(1 if bound else 0)
+        self.metrics.child(self.metrics.upstream_bound, self.name).set(1 if bound else 0)
         if bound:
             log.info("upstream %s bound", self.name)
             self._bound_event.set()
@@ -129,7 +129,7 @@ class Upstream:
             return CommandStatus.ROK
         receipt = self._read_receipt(pdu)
         if receipt is None:
-            self.metrics.receipts.labels(self.name, "unreadable").inc()
+            self.metrics.child(self.metrics.receipts, self.name, "unreadable").inc()
             # Answering an error would make the SMSC resend something we can
             # never read; take it and count it.
             return CommandStatus.ROK
@@ -139,7 +139,9 @@ class Upstream:
                 self.name, upstream_id, status, at, error=error, received_at=utcnow(), detail=detail
             )
         )
-        self.metrics.receipts.labels(self.name, "matched" if result.matched else "held").inc()
+        self.metrics.child(
+            self.metrics.receipts, self.name, "matched" if result.matched else "held"
+        ).inc()
         self.bus.publish(result.changes)
         return CommandStatus.ROK
 
@@ -150,14 +152,16 @@ class Upstream:
 
         smpp-facts: prefer the TLVs over the text when both are present.
         """
-        text = pdu.short_message or pdu.message_payload or b""
         parsed = None
-        try:
-            parsed = parse_receipt(text)
-        except ReceiptError:
-            if pdu.receipted_message_id is None or pdu.message_state is None:
-                log.warning("upstream %s sent a receipt that cannot be read", self.name)
-                return None
+        if pdu.receipted_message_id and pdu.message_state == MessageState.DELIVERED:
+            pass  # the TLVs say all there is to say; the text would add nothing
+        else:
+            try:
+                parsed = parse_receipt(pdu.short_message or pdu.message_payload or b"")
+            except ReceiptError:
+                if pdu.receipted_message_id is None or pdu.message_state is None:
+                    log.warning("upstream %s sent a receipt that cannot be read", self.name)
+                    return None
         upstream_id = pdu.receipted_message_id or (parsed.id if parsed else "")
         state = pdu.message_state
         if state is None and parsed is not None:

@@ -73,6 +73,9 @@ class GroupCommitter:
         )
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # The writer keeps one connection for its life: checking one out of the
+        # pool, and the pool's reset on return, cost two round trips per batch.
+        self._conn: AsyncConnection | None = None
         self.stats = CommitterStats()
 
     @property
@@ -89,8 +92,9 @@ class GroupCommitter:
             raise CommitterClosed("the store is not accepting writes")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((op, future))
-        # shield: a submitter that is cancelled does not take its write out of the batch
-        return await asyncio.shield(future)
+        # A submitter cancelled while it waits cancels only its wait: the write is
+        # queued and stays in its batch (_commit skips futures already done).
+        return await future
 
     async def close(self) -> None:
         """Commit everything already submitted, then stop."""
@@ -101,6 +105,19 @@ class GroupCommitter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        await self._drop_connection()
+
+    async def _connection(self) -> AsyncConnection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            conn = await self._engine.connect()
+            self._conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def _run(self) -> None:
         stopping = False
@@ -154,14 +171,20 @@ class GroupCommitter:
         for index, op in enumerate(ops):
             groups.setdefault(type(op), []).append(index)
         results: list[Any] = [None] * len(ops)
-        async with self._engine.connect() as conn:
-            conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+        conn = await self._connection()
+        try:
             async with conn.begin():
                 for op_type in sorted(groups, key=lambda t: t.order):
                     indexes = groups[op_type]
                     out = await op_type.run_batch(conn, [ops[i] for i in indexes])
                     for i, result in zip(indexes, out, strict=True):
                         results[i] = result
+        except BaseException:
+            # The transaction is rolled back; a connection that broke is replaced
+            # on the next batch, one that did not is kept.
+            if conn.invalidated or conn.closed:
+                await self._drop_connection()
+            raise
         return results
 
 

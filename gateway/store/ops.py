@@ -357,6 +357,7 @@ class _Workspace:
             route=row["route"],
             error=row["error"],
             detail=detail,
+            has_callback=bool(row["callback_url"]),
         )
         if row["callback_url"]:
             body = {

@@ -143,6 +143,9 @@ class StatusChange:
     route: str | None
     error: str | None
     detail: Mapping[str, Any] = field(default_factory=dict)
+    # A webhook delivery was written with it (the message has a callback URL):
+    # lets the webhook sender wake only when it has work.
+    has_callback: bool = False
 
 
 @dataclass(frozen=True, slots=True)
