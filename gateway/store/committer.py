@@ -180,8 +180,12 @@ class GroupCommitter:
                     for i, result in zip(indexes, out, strict=True):
                         results[i] = result
         except BaseException:
-            # The transaction is rolled back; a connection that broke is replaced
-            # on the next batch, one that did not is kept.
+            # The transaction is rolled back. Operations may remember facts about
+            # the database in conn.info (ops._NO_UNMATCHED); after a rollback
+            # those may be wrong, so they are forgotten. A connection that broke
+            # is replaced on the next batch, one that did not is kept.
+            if not conn.closed:
+                conn.info.clear()
             if conn.invalidated or conn.closed:
                 await self._drop_connection()
             raise

@@ -632,23 +632,13 @@ async def _apply_waiting_receipts(
     submitted: list[tuple[int, str, str]],
     results: list[list[StatusChange]],
 ) -> None:
+    if ws.conn.info.get(_NO_UNMATCHED):
+        return  # nothing waits: skip the lookup (the common case)
     wanted: dict[tuple[str, str], int] = {}
     for index, upstream, upstream_id in submitted:
         for form in upstream_id_forms(upstream_id):
             wanted.setdefault((upstream, form), index)
-    found: list[Any] = []
-    keys = list(wanted)
-    for chunk in _chunks(keys):
-        rows = await ws.conn.execute(
-            sa.select(unmatched_receipts)
-            .where(
-                sa.tuple_(
-                    unmatched_receipts.c.upstream, unmatched_receipts.c.upstream_message_id
-                ).in_(chunk)
-            )
-            .order_by(unmatched_receipts.c.id)
-        )
-        found.extend(rows)
+    found = await _by_upstream_id(ws.conn, unmatched_receipts, [unmatched_receipts], list(wanted))
     found.sort(key=lambda r: r.id)
     for row in found:
         index = wanted[(row.upstream, row.upstream_message_id)]
@@ -669,6 +659,46 @@ async def _apply_waiting_receipts(
         await ws.conn.execute(
             unmatched_receipts.delete().where(unmatched_receipts.c.id.in_([r.id for r in found]))
         )
+    await _note_whether_receipts_wait(ws.conn)
+
+
+# conn.info key: True while unmatched_receipts is known to be empty. The group
+# committer is the only writer and keeps one connection, so the flag it keeps
+# there stays true until ApplyReceipt holds a receipt back; a new connection
+# starts without it and looks once.
+_NO_UNMATCHED = "smsgw_no_unmatched_receipts"
+
+
+async def _note_whether_receipts_wait(conn: AsyncConnection) -> None:
+    row = (await conn.execute(sa.select(unmatched_receipts.c.id).limit(1))).first()
+    conn.info[_NO_UNMATCHED] = row is None
+
+
+async def _by_upstream_id(
+    conn: AsyncConnection,
+    table: sa.Table,
+    columns: Sequence[Any],
+    keys: Sequence[tuple[str, str]],
+) -> list[Any]:
+    """Rows of `table` whose (upstream, upstream_message_id) is one of `keys`.
+
+    One query per upstream with a plain IN on the id, which the (upstream,
+    upstream_message_id) index serves and which SQLAlchemy renders far faster
+    than a tuple IN.
+    """
+    by_upstream: dict[str, list[str]] = {}
+    for upstream, upstream_id in keys:
+        by_upstream.setdefault(upstream, []).append(upstream_id)
+    found: list[Any] = []
+    for upstream, ids in by_upstream.items():
+        for chunk in _chunks(ids):
+            rows = await conn.execute(
+                sa.select(*columns).where(
+                    table.c.upstream == upstream, table.c.upstream_message_id.in_(chunk)
+                )
+            )
+            found.extend(rows)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -700,17 +730,14 @@ class ApplyReceipt(WriteOp[ReceiptResult]):
             }
         )
         located: dict[tuple[str, str], tuple[str, int]] = {}
-        for chunk in _chunks(wanted):
-            rows = await conn.execute(
-                sa.select(
-                    parts.c.upstream,
-                    parts.c.upstream_message_id,
-                    parts.c.message_id,
-                    parts.c.seqnum,
-                ).where(sa.tuple_(parts.c.upstream, parts.c.upstream_message_id).in_(chunk))
-            )
-            for row in rows:
-                located[(row.upstream, row.upstream_message_id)] = (row.message_id, row.seqnum)
+        columns = [
+            parts.c.upstream,
+            parts.c.upstream_message_id,
+            parts.c.message_id,
+            parts.c.seqnum,
+        ]
+        for row in await _by_upstream_id(conn, parts, columns, wanted):
+            located[(row.upstream, row.upstream_message_id)] = (row.message_id, row.seqnum)
         targets: list[tuple[str, int] | None] = []
         for op in ops:
             target = None
@@ -753,6 +780,7 @@ class ApplyReceipt(WriteOp[ReceiptResult]):
         await ws.flush()
         if waiting:
             await conn.execute(unmatched_receipts.insert(), waiting)
+            conn.info[_NO_UNMATCHED] = False
         return results
 
 
