@@ -16,13 +16,16 @@ operation (a constraint it violates) fails alone instead of failing its neighbou
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 __all__ = ["CommitterClosed", "CommitterStats", "GroupCommitter", "WriteOp"]
@@ -45,6 +48,8 @@ class WriteOp(ABC, Generic[T]):
     """
 
     order: ClassVar[int] = 100
+    # Someone waits on it to answer a client (see GroupCommitter._commit).
+    urgent: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -62,10 +67,32 @@ class CommitterStats:
 class GroupCommitter:
     """The single writer of the store. ``start()`` before use, ``close()`` at the end."""
 
-    def __init__(self, engine: AsyncEngine, *, window_ms: float = 2.0, max_batch: int = 1000):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        window_ms: float = 2.0,
+        max_batch: int = 1000,
+        writer_engine: Callable[[], AsyncEngine] | None = None,
+        writer_sync_engine: Callable[[], sa.Engine] | None = None,
+    ):
+        """With ``writer_engine`` (a factory), transactions run on a thread of their own.
+
+        Each statement of a transaction is a round trip to the database driver;
+        run on the application's event loop, every one of them waits for a turn
+        of a loop that is busy with thousands of PDUs, and a batch of fifteen
+        statements takes tens of milliseconds. The writer thread runs its own
+        loop with its own engine (made by the factory, in that thread), so a
+        batch costs one hand-over each way.
+        """
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._engine = engine
+        self._writer_factory = writer_engine
+        self._sync_factory = writer_sync_engine
+        self._sync_engine: sa.Engine | None = None
+        self._writer_loop: asyncio.AbstractEventLoop | None = None
+        self._writer_thread: threading.Thread | None = None
         self._window = window_ms / 1000
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[WriteOp[Any], asyncio.Future[Any]] | None] = (
@@ -85,7 +112,46 @@ class GroupCommitter:
     async def start(self) -> None:
         if self._task is None:
             self._closing = False
+            factory = self._writer_factory
+            if self._sync_factory is not None:
+                sync_factory = self._sync_factory
+
+                def factory() -> AsyncEngine:
+                    self._sync_engine = sync_factory()
+                    return self._engine
+
+            if factory is not None and self._writer_thread is None:
+                await self._start_writer_thread(factory)
             self._task = asyncio.create_task(self._run(), name="smsgw-group-commit")
+
+    async def _start_writer_thread(self, factory: Callable[[], AsyncEngine]) -> None:
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            try:
+                self._engine = factory()
+                self._writer_loop = loop
+                ready.set_result(None)
+            except BaseException as exc:
+                ready.set_exception(exc)
+                loop.close()
+                return
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._writer_thread = threading.Thread(target=main, name="smsgw-writer", daemon=True)
+        self._writer_thread.start()
+        await asyncio.wrap_future(ready)
+
+    async def _in_writer(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the writer thread's loop (or here, without one)."""
+        loop = self._writer_loop
+        if loop is None:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     async def submit(self, op: WriteOp[T]) -> T:
         if self._closing or self._task is None:
@@ -105,12 +171,32 @@ class GroupCommitter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        loop, thread = self._writer_loop, self._writer_thread
+        if loop is None or thread is None:
+            await self._drop_connection()
+            return
+        await self._in_writer(self._close_writer())
+        self._writer_loop = self._writer_thread = None
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join)
+
+    async def _close_writer(self) -> None:
         await self._drop_connection()
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+        else:
+            await self._engine.dispose()
 
     async def _connection(self) -> AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
-            conn = await self._engine.connect()
-            self._conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+            if self._sync_engine is not None:
+                sync_conn = self._sync_engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+                # The operations are written against AsyncConnection; this
+                # stand-in offers the part of it they use, without suspending.
+                self._conn = cast(AsyncConnection, _SyncConnection(sync_conn))
+            else:
+                conn = await self._engine.connect()
+                self._conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
         return self._conn
 
     async def _drop_connection(self) -> None:
@@ -146,6 +232,23 @@ class GroupCommitter:
                     await self._commit(rest)
 
     async def _commit(self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]) -> None:
+        """Commit a batch: the writes someone is waiting on to answer a client first.
+
+        An accept is answered (submit_sm_resp, HTTP 202) only after its commit;
+        the bookkeeping of submit_sm_resp and receipts is not. With both in one
+        transaction every accept would wait for a dozen more statements, so the
+        `urgent` types get a transaction of their own, committed first.
+        """
+        urgent = [item for item in batch if type(item[0]).urgent]
+        if urgent and len(urgent) < len(batch):
+            await self._commit_one_transaction(urgent)
+            await self._commit_one_transaction([item for item in batch if not type(item[0]).urgent])
+        else:
+            await self._commit_one_transaction(batch)
+
+    async def _commit_one_transaction(
+        self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]
+    ) -> None:
         try:
             results = await self._transaction([op for op, _ in batch])
         except Exception as exc:
@@ -157,7 +260,7 @@ class GroupCommitter:
                 "group commit of %d writes failed (%r); retrying one by one", len(batch), exc
             )
             for item in batch:
-                await self._commit([item])
+                await self._commit_one_transaction([item])
             return
         self.stats.batches += 1
         self.stats.operations += len(batch)
@@ -167,6 +270,9 @@ class GroupCommitter:
                 future.set_result(result)
 
     async def _transaction(self, ops: list[WriteOp[Any]]) -> list[Any]:
+        return await self._in_writer(self._run_transaction(ops))
+
+    async def _run_transaction(self, ops: list[WriteOp[Any]]) -> list[Any]:
         groups: dict[type[WriteOp[Any]], list[int]] = {}
         for index, op in enumerate(ops):
             groups.setdefault(type(op), []).append(index)
@@ -195,3 +301,49 @@ class GroupCommitter:
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+class _SyncConnection:
+    """What the operations use of an AsyncConnection, over a synchronous Connection.
+
+    `execute` returns at once (a coroutine that never suspends), so a whole
+    transaction runs straight through on the writer thread.
+    """
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    @property
+    def info(self) -> dict[Any, Any]:
+        return self._conn.info
+
+    @property
+    def closed(self) -> bool:
+        return self._conn.closed
+
+    @property
+    def invalidated(self) -> bool:
+        return self._conn.invalidated
+
+    async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
+        return self._conn.execute(statement, parameters, **kwargs)
+
+    def begin(self) -> _SyncTransaction:
+        return _SyncTransaction(self._conn)
+
+    async def close(self) -> None:
+        self._conn.close()
+
+
+class _SyncTransaction:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+        self._transaction: sa.RootTransaction | None = None
+
+    async def __aenter__(self) -> _SyncTransaction:
+        self._transaction = self._conn.begin()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        assert self._transaction is not None
+        self._transaction.__exit__(exc_type, exc, tb)

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["create_engine", "is_sqlite"]
+__all__ = ["create_engine", "create_sync_sqlite_engine", "is_sqlite"]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -43,8 +43,27 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     raise ValueError(f"unsupported database: {sa_url.get_backend_name()}")
 
 
+def create_sync_sqlite_engine(url: str, **kwargs: Any) -> sa.Engine:
+    """A synchronous engine (the stdlib sqlite3 driver) on the same SQLite file.
+
+    For the group committer's writer thread: there each statement is a plain call
+    instead of a hand-over to aiosqlite's thread and back, which under load costs
+    more than the statement. Configured like `create_engine`'s SQLite engines.
+    """
+    sa_url = make_url(url)
+    if sa_url.get_backend_name() != "sqlite":
+        raise ValueError(f"not a SQLite URL: {url}")
+    engine = sa.create_engine(sa_url.set(drivername="sqlite"), **kwargs)
+    _configure_sqlite_sync(engine)
+    return engine
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
-    @sa.event.listens_for(engine.sync_engine, "connect")
+    _configure_sqlite_sync(engine.sync_engine)
+
+
+def _configure_sqlite_sync(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Hand transaction control to the "begin" hook below (SQLAlchemy's documented
         # recipe for pysqlite/aiosqlite).
@@ -56,7 +75,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @sa.event.listens_for(engine.sync_engine, "begin")
+    @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")

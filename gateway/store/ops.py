@@ -77,6 +77,7 @@ class AcceptMessage(WriteOp[AcceptResult]):
     response: str | None = None
 
     order: ClassVar[int] = 10
+    urgent: ClassVar[bool] = True  # answered with submit_sm_resp / HTTP 202 after commit
 
     @classmethod
     async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[AcceptResult]:

@@ -16,7 +16,7 @@ from gateway.ids import upstream_id_forms
 from gateway.lifecycle import Status
 from gateway.store import ops
 from gateway.store.committer import GroupCommitter, WriteOp
-from gateway.store.engine import create_engine
+from gateway.store.engine import create_engine, create_sync_sqlite_engine, is_sqlite
 from gateway.store.records import (
     AcceptResult,
     Account,
@@ -154,8 +154,16 @@ class Store:
         engine_options: Mapping[str, Any] | None = None,
     ) -> Store:
         """``engine_options`` go to ``create_engine`` (e.g. connect_args)."""
-        engine = create_engine(url, **dict(engine_options or {}))
-        committer = GroupCommitter(engine, window_ms=commit_window_ms, max_batch=commit_max_batch)
+        options = dict(engine_options or {})
+        engine = create_engine(url, **options)
+        sqlite = is_sqlite(url)
+        committer = GroupCommitter(
+            engine,
+            window_ms=commit_window_ms,
+            max_batch=commit_max_batch,
+            writer_engine=None if sqlite else (lambda: create_engine(url, **options)),
+            writer_sync_engine=(lambda: create_sync_sqlite_engine(url)) if sqlite else None,
+        )
         await committer.start()
         return cls(engine, committer)
 
