@@ -16,10 +16,13 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway import admin_api
+from gateway.admin_api import AdminDeps
 from gateway.config import Settings, UpstreamSettings, parse_listen
 from gateway.dispatch import Dispatcher
 from gateway.events import StatusBus
@@ -28,7 +31,9 @@ from gateway.lifecycle import Status
 from gateway.messages import MessageService
 from gateway.metrics import Metrics
 from gateway.migrate import upgrade_async
+from gateway.mqtt import MqttPublisher
 from gateway.ratelimit import TpsLimiter
+from gateway.routes import RouteTable, load_routes
 from gateway.simulator import Simulator, SimulatorOptions
 from gateway.smpp_front import SmppFront
 from gateway.store import CreatedAccount, StatusChange, Store
@@ -63,6 +68,8 @@ class _LatencyTracker:
     def __call__(self, changes: list[StatusChange]) -> None:
         for change in changes:
             route = change.route or ""
+            if change.detail.get("matched_late"):
+                self.metrics.child(self.metrics.receipts, route, "matched_late").inc()
             self.metrics.child(self.metrics.message_status, change.status.value, route).inc()
             if change.status is Status.SUBMITTED:
                 self._submitted[change.message_id] = change.at.timestamp()
@@ -79,8 +86,12 @@ class _LatencyTracker:
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, reload_settings: Callable[[], Settings] | None = None
+    ) -> None:
+        """`reload_settings` reads the configuration again (SIGHUP, POST /v1/routes/reload)."""
         self.settings = settings
+        self._reload_settings = reload_settings
         self.metrics = Metrics()
         self.bus = StatusBus()
         self.limiter = TpsLimiter()
@@ -91,6 +102,7 @@ class Gateway:
         self._dispatcher: Dispatcher | None = None
         self._front: SmppFront | None = None
         self._webhooks: WebhookSender | None = None
+        self._mqtt: MqttPublisher | None = None
         self._http: web.AppRunner | None = None
         self.endpoints: Endpoints | None = None
         self.started_at = time.monotonic()
@@ -110,10 +122,23 @@ class Gateway:
         if s.database.auto_migrate:
             await upgrade_async(s.database.url)
         self._store = store = await Store.open(s.database)
+        store.committer.on_commit = self.metrics.observe_commit
+        if s.mqtt is not None:
+            # Before anything can change a status (recovery, the fronts): every
+            # transition from here on gets its outbox row.
+            self._mqtt = mqtt = MqttPublisher(store, s.mqtt, self.metrics)
+            await mqtt.start()
+            self.bus.subscribe(mqtt.wake)
+            self.metrics.mqtt_pending.set_function(lambda: mqtt.pending)
+            self.metrics.mqtt_published.set_function(lambda: mqtt.published)
+            self.metrics.mqtt_connected.set_function(lambda: 1 if mqtt.connected.is_set() else 0)
         self.created_accounts = await store.ensure_accounts(s.accounts)
         self.bus.subscribe(_LatencyTracker(self.metrics))
 
-        self._dispatcher = dispatcher = Dispatcher(store, self.bus, self.metrics, s.dispatch)
+        self.routes = RouteTable(load_routes(s.upstreams), s.routing)
+        self._dispatcher = dispatcher = Dispatcher(
+            store, self.bus, self.metrics, s.dispatch, self.routes, s.routing
+        )
         messages = MessageService(store, dispatcher, self.metrics)
 
         for upstream_settings in s.upstreams:
@@ -142,6 +167,15 @@ class Gateway:
                 limiter=self.limiter,
                 readiness=self.readiness,
             )
+        )
+        admin_api.register(
+            app,
+            AdminDeps(
+                api_key=s.admin.api_key,
+                routes=self.routes,
+                reload=self.reload,
+                tps={u.name: u.tps for u in s.upstreams},
+            ),
         )
         self._http, bound_http_port = await start_http(app, http_host, http_port)
         self.endpoints = Endpoints(http_host, bound_http_port, smpp_host, self._front.port)
@@ -173,6 +207,26 @@ class Gateway:
             settings, self.store, self.bus, self.metrics, response_timeout=response_timeout
         )
 
+    def reload(self) -> str:
+        """Read the configuration again and take its prices and rules."""
+        settings = self._reload_settings() if self._reload_settings else self.settings
+        return self.reload_routes(settings)
+
+    def reload_routes(self, settings: Settings) -> str:
+        """New prices and rules (SIGHUP, POST /v1/routes/reload) without a restart.
+
+        Upstreams themselves (hosts, binds) are not added or removed: that needs
+        a restart. A bad price file raises PriceError and changes nothing.
+        """
+        running = {u.name for u in self.upstreams}
+        wanted = [u for u in settings.upstreams if u.name in running]
+        routes = load_routes(wanted)
+        self.routes.reload(routes)
+        missing = running - {u.name for u in wanted}
+        note = f"; not in the new configuration, kept: {sorted(missing)}" if missing else ""
+        log.info("routes reloaded: %d upstreams%s", len(routes), note)
+        return f"reloaded {len(routes)} routes{note}"
+
     async def readiness(self) -> list[str]:
         """Why the gateway is not ready (empty: ready): the database and a bound upstream."""
         reasons: list[str] = []
@@ -197,6 +251,9 @@ class Gateway:
             await upstream.close()
         for simulator in self.simulators.values():
             await simulator.close()
+        if self._mqtt is not None:
+            await self._mqtt.close()
+            self._mqtt = None
         if self._webhooks is not None:
             await self._webhooks.close()
             self._webhooks = None

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from gateway.config import ConfigError, Settings, load_settings
@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level (INFO); numbers are masked and texts left out at INFO",
     )
+    serve.add_argument(
+        "--log-format", default="kv", choices=["kv", "json"], help="key=value lines or JSON lines"
+    )
 
     db = commands.add_parser("db", help="database administration")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -70,6 +73,20 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--password", required=True, metavar="PW")
     add.add_argument("--tps", type=int, default=100, metavar="N", help="messages per second (100)")
     account_commands.add_parser("list", parents=[config], help="list accounts (never secrets)")
+
+    route = commands.add_parser("route", help="the routes of a running gateway")
+    route_commands = route.add_subparsers(dest="route_command", metavar="ACTION", required=True)
+    route_list = route_commands.add_parser(
+        "list",
+        parents=[config],
+        help="each upstream's health, in-flight, tps, learned quality; --to: the ranking",
+        description="Asks the running gateway (http.listen) with admin.api_key.",
+    )
+    route_list.add_argument("--to", metavar="NUMBER", help="rank the routes for this number")
+    route_list.add_argument(
+        "--policy", default="balanced", choices=["cheapest", "best_delivery", "balanced"]
+    )
+    route_list.add_argument("--json", action="store_true", help="print the raw JSON")
 
     simulator = commands.add_parser(
         "simulator",
@@ -147,11 +164,19 @@ def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _serve(settings: Settings, *, demo: bool, log_level: str) -> int:
-    from gateway.serve import configure_logging, serve
+def _serve(
+    settings: Settings,
+    *,
+    demo: bool,
+    log_level: str,
+    log_format: str,
+    reload: Callable[[], Settings],
+) -> int:
+    from gateway.logs import configure_logging
+    from gateway.serve import serve
 
-    configure_logging(log_level)
-    return asyncio.run(serve(settings, demo=demo))
+    configure_logging(log_level, json=log_format == "json")
+    return asyncio.run(serve(settings, demo=demo, reload_settings=reload))
 
 
 async def _simulator(args: argparse.Namespace) -> int:
@@ -192,13 +217,71 @@ async def _simulator(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _route_list(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    import aiohttp
+
+    from gateway.config import parse_listen
+
+    if settings.admin.api_key is None:
+        print("smsgw: admin.api_key is not configured", file=sys.stderr)
+        return EXIT_USAGE
+    host, port = parse_listen(settings.http.listen)
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    params = {"policy": args.policy} | ({"to": args.to} if args.to else {})
+    headers = {"Authorization": f"Bearer {settings.admin.api_key}"}
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://{host}:{port}/v1/routes", params=params, headers=headers) as r,
+        ):
+            body = await r.json()
+    except aiohttp.ClientError as exc:
+        print(f"smsgw: the gateway at {host}:{port} does not answer: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if r.status != 200:
+        print(f"smsgw: {body.get('error', {}).get('message', r.status)}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return EXIT_OK
+    print(
+        f"{'route':<12} {'bound':>5} {'in-flight':>9} {'tps':>6} {'circuit':<9} {'blocked':<10} quality"
+    )
+    for rt in body["routes"]:
+        quality = ", ".join(
+            f"+{cc}: {q['delivery_ratio']:.0%} in {q['latency_s']:.1f}s"
+            for cc, q in rt["quality"].items()
+        )
+        print(
+            f"{rt['route']:<12} {rt['bound_sessions']:>5} {rt['in_flight']:>9} {rt['tps'] or '-':>6} "
+            f"{rt['circuit']:<9} {rt['blocked'] or '-':<10} {quality or '-'}"
+        )
+    if "ranking" in body:
+        print(f"\nranking for {body['to']} ({body['policy']}):")
+        for i, c in enumerate(body["ranking"], 1):
+            print(f"{i:>2}. {c['route']:<12} price {c['price']:<8} {c['reason']}")
+        for e in body["excluded"]:
+            print(f"    {e['route']:<12} excluded: {e['reason']}")
+    return EXIT_OK
+
+
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.command == "simulator":
         return asyncio.run(_simulator(args))
     settings = _settings(args, environ)
     if args.command == "serve":
         demo = args.config is None and "SMSGW_CONFIG" not in environ
-        return _serve(settings, demo=demo, log_level=args.log_level)
+        return _serve(
+            settings,
+            demo=demo,
+            log_level=args.log_level,
+            log_format=args.log_format,
+            reload=lambda: _settings(args, environ),
+        )
+    if args.command == "route":
+        return asyncio.run(_route_list(settings, args))
     if args.command == "db":
         return asyncio.run(_db_upgrade(settings))
     if args.account_command == "add":

@@ -183,6 +183,11 @@ class UpstreamSettings(_Section):
     # 0x10) besides final receipts: an ENROUTE from the carrier sets
     # handed_to_carrier_at early, at the price of twice the receipt traffic.
     intermediate_receipts: bool = False
+    # Rules for the route selector: destinations (E.164 prefixes) this upstream
+    # may carry (empty: all) or must not; whether it carries alphanumeric senders.
+    allowed_prefixes: tuple[str, ...] = ()
+    excluded_prefixes: tuple[str, ...] = ()
+    alphanumeric_senders: bool = True
     simulator: SimulatorSettings | None = None
 
     @field_validator("prices")
@@ -197,8 +202,11 @@ class UpstreamSettings(_Section):
 
     @model_validator(mode="after")
     def _kind_complete(self) -> Self:
-        if "default" not in self.prices and self.prices_file is None:
-            raise ValueError("prices needs a 'default' entry (or set prices_file)")
+        for prefix in (*self.allowed_prefixes, *self.excluded_prefixes):
+            if not prefix.lstrip("+").isdigit():
+                raise ValueError(f"a prefix is digits (E.164 without '+'), got {prefix!r}")
+        # No "default" price is allowed: the route then serves only the
+        # destinations it has a price for (routing issue).
         if self.kind == "smpp":
             if self.port == 0:
                 raise ValueError("port is required for kind = 'smpp'")
@@ -219,6 +227,28 @@ class DispatchSettings(_Section):
     retry_backoff_ms: int = Field(default=500, ge=0)  # first retry delay, doubled per attempt
 
 
+class RoutingSettings(_Section):
+    """The route selector (routing/): exploration, learning, breaker, failover."""
+
+    # Share of `balanced` selections that may try another route than the best
+    # scored one, so a cheap new route can prove itself. 5% at most by default.
+    explore_share: float = Field(default=0.05, ge=0, le=0.5)
+    latency_penalty_per_s: float = Field(default=0.0001, ge=0)  # money per second to receipt
+    quality_half_life_s: float = Field(default=3600.0, gt=0)  # how fast outcomes are forgotten
+    breaker_failures: int = Field(default=5, gt=0)  # consecutive failures that open the circuit
+    breaker_cooldown_s: float = Field(default=10.0, gt=0)  # before the half-open probe
+    # Candidates a message tries, in the selector's order, before it backs off
+    # and is routed anew (temporary errors and timeouts move on; a permanent
+    # error stops).
+    max_attempts: int = Field(default=3, gt=0)
+
+
+class AdminSettings(_Section):
+    # Bearer key of GET /v1/routes, POST /v1/routes/reload and `smsgw route list`.
+    # None: the admin endpoints answer 404.
+    api_key: str | None = Field(default=None, min_length=8)
+
+
 class WebhookSettings(_Section):
     timeout_s: float = Field(default=10.0, gt=0)
     max_age_s: int = Field(default=24 * 3600, gt=0)  # retried with backoff for this long
@@ -236,6 +266,8 @@ class Settings(_Section):
     smpp: SmppSettings = SmppSettings()
     mqtt: MqttSettings | None = None
     dispatch: DispatchSettings = DispatchSettings()
+    routing: RoutingSettings = RoutingSettings()
+    admin: AdminSettings = AdminSettings()
     webhooks: WebhookSettings = WebhookSettings()
     accounts: tuple[AccountSettings, ...] = ()
     upstreams: tuple[UpstreamSettings, ...] = ()

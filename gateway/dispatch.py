@@ -1,22 +1,31 @@
-"""The dispatcher: keeps every upstream's window full from the queue of due messages.
+"""The dispatcher: routes each due message and keeps every upstream's window full.
 
 Messages come in three ways: `enqueue_new` right after the accept commit, the
 scheduler finding scheduled ones whose time has come, and recovery at start
-(everything accepted or scheduled in the store). They wait in one in-memory
-queue. Each upstream runs `window` sender loops while it is bound, each
-taking the next message and submitting it: a fixed set of loops, not a task
-per message, and an upstream with room takes work as soon as it has room.
-The routing issue replaces "whichever bound upstream asks first" with a
-selector.
+(everything accepted or scheduled in the store).
+
+Each message is routed by the selector (`gateway.routes`, over `routing/`):
+the account's policy (cheapest, best_delivery, balanced) and max_price give an
+ordered list of candidates, and the message waits in the queue of the first.
+Every upstream runs `window` sender loops while it is bound, each taking the
+next message of its own queue: a fixed set of loops, not a task per message.
 
 What happens to a submit_sm (SMPP 3.4 section 5.1.3, smpp-facts):
-- ROK: the part is `submitted` with the upstream's message id (committed
-  before the loop moves on, so the receipt can be matched);
+- ROK: the part is `submitted` with the upstream's message id, committed before
+  the loop moves on, so the receipt can be matched;
 - a temporary status (RTHROTTLED, RMSGQFUL, RSYSERR, RSUBMITFAIL), a timeout,
-  a lost connection: the message goes back to the front of the queue, for
-  any bound upstream; after `max_attempts` it fails. RTHROTTLED also makes
-  that upstream's loop pause, so a throttling route is slowed, not abandoned;
+  a lost connection: an attempt event is written and the message moves on to
+  the next candidate at once; after `routing.max_attempts` candidates it backs
+  off and is routed anew; after `dispatch.max_attempts` attempts in all it
+  fails. RTHROTTLED also keeps new messages off that route for a moment and
+  makes its loop pause, so a throttling route is slowed, not abandoned;
 - any other status: permanent, the message ends `rejected` with the code.
+
+An upstream that is unbound or whose circuit is open gets no new messages,
+and what waits in its queue moves to other candidates at once. A message
+with no eligible route now (all unbound, saturated or throttled) waits and is
+routed again as soon as something changes; one with no route at all (no
+price, rules) fails with the reasons.
 """
 
 from __future__ import annotations
@@ -25,17 +34,28 @@ import asyncio
 import logging
 import random
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from gateway.config import DispatchSettings
+from gateway.config import DispatchSettings, RoutingSettings
 from gateway.events import StatusBus
 from gateway.lifecycle import Status
 from gateway.messages import mask_number
 from gateway.metrics import Metrics
-from gateway.store import MessageRecord, NewMessage, PartUpdate, Store, TransitionMessage, utcnow
+from gateway.routes import RouteTable, SubmitOutcome
+from gateway.store import (
+    Account,
+    MessageRecord,
+    NewMessage,
+    PartUpdate,
+    RecordAttempt,
+    Store,
+    TransitionMessage,
+    utcnow,
+)
 from gateway.upstreams import Upstream
+from routing.selector import Selection
 from smpp import CommandStatus, Npi, SubmitSm, Ton
 from smpp import text as smstext
 from smpp.aio import ConnectionLostError, NotBoundError, ResponseTimeoutError
@@ -48,12 +68,21 @@ log = logging.getLogger(__name__)
 # final receipt, 0x10 intermediate notifications too).
 FINAL_RECEIPT, INTERMEDIATE_RECEIPTS = 0x01, 0x10
 
+# How often messages waiting for a route, and queues of upstreams that went
+# away, are looked at again (besides every bind change).
+REROUTE_INTERVAL = 0.05
+
+_SUBMIT_OUTCOME: dict[int, SubmitOutcome] = {
+    CommandStatus.RTHROTTLED: SubmitOutcome.THROTTLED,
+}
+
 
 @dataclass(slots=True)
 class Outgoing:
     """A message on its way out: what a sender loop needs, and how far it got."""
 
     message_id: str
+    account_id: int
     source: str
     destination: str
     text: str
@@ -63,11 +92,22 @@ class Outgoing:
     done_parts: frozenset[int] = frozenset()
     attempts: int = 0
     reference: int = field(default_factory=lambda: random.randrange(256))
+    # The routes still to try, best first, and why the first was chosen.
+    candidates: list[str] = field(default_factory=list)
+    tried: int = 0  # candidates tried since the last selection
+    choice: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_new(cls, m: NewMessage) -> Outgoing:
         return cls(
-            m.id, m.source, m.destination, m.text, m.data_coding, m.created_at, m.valid_until
+            m.id,
+            m.account_id,
+            m.source,
+            m.destination,
+            m.text,
+            m.data_coding,
+            m.created_at,
+            m.valid_until,
         )
 
     @classmethod
@@ -75,6 +115,7 @@ class Outgoing:
         done = frozenset(p.seqnum for p in m.parts if p.upstream_message_id is not None)
         return cls(
             m.id,
+            m.account_id,
             m.source,
             m.destination,
             m.text,
@@ -96,21 +137,40 @@ def source_address(source: str) -> tuple[int, int, str]:
     return Ton.UNKNOWN, Npi.UNKNOWN, digits
 
 
+class _Lane:
+    """One upstream's queue and the sender loops waiting on it."""
+
+    __slots__ = ("queue", "takers", "upstream")
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.queue: deque[Outgoing] = deque()
+        self.takers: deque[asyncio.Future[Outgoing]] = deque()
+
+
 class Dispatcher:
     def __init__(
-        self, store: Store, bus: StatusBus, metrics: Metrics, settings: DispatchSettings
+        self,
+        store: Store,
+        bus: StatusBus,
+        metrics: Metrics,
+        settings: DispatchSettings,
+        routes: RouteTable,
+        routing: RoutingSettings | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.metrics = metrics
         self.settings = settings
+        self.routes = routes
+        self.routing = routing or RoutingSettings()
         self.upstreams: list[Upstream] = []
-        self._queue: deque[Outgoing] = deque()
-        self._known: set[str] = set()  # ids queued or being sent
-        self._takers: deque[asyncio.Future[Outgoing]] = deque()
-        self._discarded: set[str] = set()
+        self._lanes: dict[str, _Lane] = {}
+        self._waiting: deque[Outgoing] = deque()  # no eligible route right now
+        self._known: set[str] = set()  # ids queued, waiting or being sent
+        self._accounts: dict[int, tuple[str, float | None]] = {}  # id -> (policy, max_price)
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._busy: set[asyncio.Task[Any]] = set()  # senders in the middle of a submit
         self._stopping = False
 
@@ -124,7 +184,12 @@ class Dispatcher:
     def full(self) -> bool:
         return len(self._known) >= self.settings.max_queue
 
-    def enqueue_new(self, message: NewMessage) -> None:
+    def note_account(self, account: Account) -> None:
+        self._accounts[account.id] = (account.routing, account.max_price)
+
+    def enqueue_new(self, message: NewMessage, account: Account | None = None) -> None:
+        if account is not None:
+            self.note_account(account)
         self._put(Outgoing.from_new(message))
 
     def enqueue_record(self, record: MessageRecord) -> None:
@@ -132,40 +197,113 @@ class Dispatcher:
 
     def discard(self, message_id: str) -> bool:
         """Take a message out before it is sent (cancel). False when it is not waiting here."""
-        for item in self._queue:
-            if item.message_id == message_id:
-                self._queue.remove(item)
-                self._known.discard(message_id)
-                self._gauge()
-                return True
+        for queue in [*(lane.queue for lane in self._lanes.values()), self._waiting]:
+            for item in queue:
+                if item.message_id == message_id:
+                    queue.remove(item)
+                    self._known.discard(message_id)
+                    self._gauge()
+                    return True
         return False
 
     def _put(self, item: Outgoing, *, front: bool = False) -> None:
         if item.message_id in self._known and not front:
             return
         self._known.add(item.message_id)
-        while self._takers:
-            taker = self._takers.popleft()
+        self._gauge()
+        self._route(item, front=front)
+
+    def _route(self, item: Outgoing, *, front: bool = False) -> None:
+        """Hand the message to its first candidate that may take it, choosing anew if needed."""
+        while item.candidates and item.candidates[0] not in self._lanes:
+            item.candidates.pop(0)
+        if not item.candidates:
+            if item.tried >= self.routing.max_attempts and item.choice:
+                self._back_off(item)
+                return
+            selection = self._select(item)
+            if selection is None:
+                return
+        lane = self._lanes[item.candidates[0]]
+        while lane.takers:
+            taker = lane.takers.popleft()
             if not taker.done():
                 taker.set_result(item)
-                self._gauge()
                 return
         if front:
-            self._queue.appendleft(item)
+            lane.queue.appendleft(item)
         else:
-            self._queue.append(item)
-        self._gauge()
+            lane.queue.append(item)
 
-    async def _take(self) -> Outgoing:
-        if self._queue:
-            return self._queue.popleft()
+    def _select(self, item: Outgoing) -> Selection | None:
+        policy, max_price = self._accounts.get(item.account_id, ("balanced", None))
+        try:
+            selection = self.routes.select(
+                item.destination, policy=policy, sender=item.source, max_price=max_price
+            )
+        except ValueError as exc:  # not a number the selector can place
+            self._finish_soon(item, Status.FAILED, f"no route: {exc}")
+            return None
+        routes = list(selection.routes)
+        if not routes:
+            if selection.retry_later:
+                self._waiting.append(item)
+            else:
+                reasons = ", ".join(f"{e.route}: {e.reason}" for e in selection.excluded)
+                self._finish_soon(item, Status.FAILED, f"no route ({reasons or 'no upstream'})")
+            return None
+        first = selection.first
+        assert first is not None
+        item.candidates = routes[: self.routing.max_attempts]
+        item.tried = 0
+        item.choice = {
+            "policy": str(selection.policy),
+            "score": round(first.score, 6),
+            "reason": first.reason,
+            "explored": first.explored,
+        }
+        self.metrics.child(
+            self.metrics.route_selections,
+            first.route,
+            str(selection.policy),
+            "yes" if first.explored else "no",
+        ).inc()
+        return selection
+
+    def _back_off(self, item: Outgoing) -> None:
+        """Every candidate of this round failed: wait, then route it anew."""
+        item.candidates = []
+        item.tried = 0
+        item.choice = {}
+        delay = self.settings.retry_backoff_ms / 1000 * (2 ** min(item.attempts - 1, 6))
+        loop = asyncio.get_running_loop()
+        loop.call_later(max(delay, 0.001), lambda: self._route(item, front=True))
+
+    def _reroute_blocked(self) -> None:
+        """Move what waits for an upstream that cannot take it; retry the waiting ones."""
+        for name, lane in self._lanes.items():
+            if lane.queue and self.routes.blocked(name):
+                moving = list(lane.queue)
+                lane.queue.clear()
+                for item in moving:
+                    item.candidates.pop(0) if item.candidates[:1] == [name] else None
+                    self._route(item, front=True)
+        if self._waiting:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            for item in waiting:
+                self._route(item)
+
+    async def _take(self, lane: _Lane) -> Outgoing:
+        if lane.queue:
+            return lane.queue.popleft()
         taker: asyncio.Future[Outgoing] = asyncio.get_running_loop().create_future()
-        self._takers.append(taker)
+        lane.takers.append(taker)
         try:
             return await taker
         except asyncio.CancelledError:
             if taker.done() and not taker.cancelled():
-                self._queue.appendleft(taker.result())  # got one while being cancelled
+                lane.queue.appendleft(taker.result())  # got one while being cancelled
             raise
 
     def _done(self, item: Outgoing) -> None:
@@ -179,12 +317,24 @@ class Dispatcher:
 
     async def start(self, upstreams: list[Upstream]) -> None:
         self.upstreams = upstreams
+        self._lanes = {u.name: _Lane(u) for u in upstreams}
+        for account in await self.store.list_accounts():
+            self.note_account(account)
+        for upstream in upstreams:
+            upstream.on_bound_change = self._bound_change
+            upstream.on_receipt = self.routes.receipt
+            self.routes.bound(upstream.name, upstream.bound, upstream.window)
         await self._recover()
         loop = asyncio.get_running_loop()
         for upstream in upstreams:
             for _ in range(upstream.window):
-                self._tasks.append(loop.create_task(self._sender(upstream)))
+                self._tasks.append(loop.create_task(self._sender(self._lanes[upstream.name])))
         self._tasks.append(loop.create_task(self._scheduler()))
+        self._tasks.append(loop.create_task(self._rerouter()))
+
+    def _bound_change(self, upstream: Upstream, bound: bool) -> None:
+        self.routes.bound(upstream.name, bound, upstream.window)
+        self._reroute_blocked()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop taking work; let the submits in flight get their answers (up to `timeout`)."""
@@ -218,7 +368,7 @@ class Dispatcher:
             log.info("recovered %d unsent messages", recovered)
 
     async def _scheduler(self) -> None:
-        """Queues scheduled messages (and deferred retries) whose time has come."""
+        """Queues scheduled messages whose time has come."""
         interval = self.settings.poll_interval_ms / 1000
         while not self._stopping:
             await asyncio.sleep(interval)
@@ -235,26 +385,32 @@ class Dispatcher:
                 if record.id not in self._known:
                     self.enqueue_record(record)
 
+    async def _rerouter(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(REROUTE_INTERVAL)
+            self._reroute_blocked()
+
     # --- sending ----------------------------------------------------------------------
 
-    async def _sender(self, upstream: Upstream) -> None:
+    async def _sender(self, lane: _Lane) -> None:
+        upstream = lane.upstream
         throttled = 0
         while not self._stopping:
             if not upstream.bound:
                 await upstream.wait_bound()
-            item = await self._take()
+            item = await self._take(lane)
             me = asyncio.current_task()
             assert me is not None
             self._busy.add(me)
             try:
                 outcome = await self._send(upstream, item)
             except asyncio.CancelledError:
-                self._put(item, front=True)
+                self._route(item, front=True)
                 raise
             except Exception:
                 log.exception("sending %s failed", item.message_id)
                 outcome = "error"
-                self._retry(item, "internal error")
+                self._retry(upstream, item, "internal error")
             finally:
                 self._busy.discard(me)
             if outcome == "throttled":
@@ -269,14 +425,12 @@ class Dispatcher:
         if item.valid_until is not None and now >= item.valid_until:
             await self._finish(item, Status.EXPIRED, "validity passed before sending")
             return "expired"
+        price = self.routes.price(upstream.name, item.destination)
+        if price is None:  # the selector should not have chosen it; prices reloaded since?
+            self._retry(upstream, item, "no price on this route")
+            return "retry"
         parts = smstext.split(item.text, data_coding=item.data_coding, reference=item.reference)
         ton, npi, addr = source_address(item.source)
-        price = upstream.prices.price(item.destination)
-        if price is None:
-            await self._finish(
-                item, Status.FAILED, f"no price for this destination on {upstream.name}"
-            )
-            return "failed"
         inflight = self.metrics.child(self.metrics.upstream_inflight, upstream.name)
         registered_delivery = FINAL_RECEIPT | (
             INTERMEDIATE_RECEIPTS if upstream.settings.intermediate_receipts else 0
@@ -301,18 +455,33 @@ class Dispatcher:
                 message_payload=part.message_payload,
             )
             inflight.inc()
+            self.routes.submitting(upstream.name)
             try:
                 resp = await upstream.client.submit_sm(pdu)
             except (NotBoundError, ConnectionLostError, ResponseTimeoutError) as exc:
                 reason = type(exc).__name__
+                if isinstance(exc, ResponseTimeoutError):
+                    self.routes.answered(upstream.name, SubmitOutcome.TIMEOUT)
+                elif isinstance(exc, ConnectionLostError):
+                    self.routes.lost(upstream.name, upstream.client.binds)
+                else:
+                    self.routes.not_sent(upstream.name)
                 self.metrics.child(self.metrics.submit_errors, upstream.name, reason).inc()
-                self._retry(item, f"{upstream.name}: {reason}")
+                self._retry(upstream, item, reason)
                 return "retry"
             finally:
                 inflight.dec()
             status = resp.command_status
             at = utcnow()
             if status == CommandStatus.ROK:
+                self.routes.answered(upstream.name, SubmitOutcome.OK)
+                self.routes.submitted(upstream.name, resp.message_id, item.destination)
+                detail: dict[str, Any] = {"price": price}
+                if not item.done_parts:  # accepted -> submitted is the first part's ROK
+                    detail.update(item.choice)
+                    self.metrics.child(self.metrics.submit_latency, upstream.name).observe(
+                        max(0.0, (at - item.created_at).total_seconds())
+                    )
                 changes = await self.store.part_update(
                     PartUpdate(
                         item.message_id,
@@ -322,12 +491,9 @@ class Dispatcher:
                         upstream=upstream.name,
                         upstream_message_id=resp.message_id,
                         price=price,
+                        detail=detail,
                     )
                 )
-                if not item.done_parts:  # accepted -> submitted is the first part's ROK
-                    self.metrics.child(self.metrics.submit_latency, upstream.name).observe(
-                        max(0.0, (at - item.created_at).total_seconds())
-                    )
                 item.done_parts = item.done_parts | {seqnum}
                 self.metrics.child(self.metrics.route_cost, upstream.name).inc(price)
                 self.bus.publish(changes)
@@ -335,8 +501,12 @@ class Dispatcher:
             name = _status_name(status)
             self.metrics.child(self.metrics.submit_errors, upstream.name, name).inc()
             if status in TEMPORARY_STATUSES:
-                self._retry(item, f"{upstream.name}: {name}")
+                self.routes.answered(
+                    upstream.name, _SUBMIT_OUTCOME.get(status, SubmitOutcome.TEMPORARY)
+                )
+                self._retry(upstream, item, name)
                 return "throttled" if status == CommandStatus.RTHROTTLED else "retry"
+            self.routes.answered(upstream.name, SubmitOutcome.REJECTED)
             log.info(
                 "upstream %s refused a part of %s for %s: %s",
                 upstream.name,
@@ -360,25 +530,33 @@ class Dispatcher:
         self._done(item)
         return "submitted"
 
-    def _retry(self, item: Outgoing, reason: str) -> None:
-        attempts = item.attempts + 1
-        if attempts >= self.settings.max_attempts:
-            task = asyncio.get_running_loop().create_task(
-                self._finish(item, Status.FAILED, f"{attempts} attempts failed, last: {reason}")
+    def _retry(self, upstream: Upstream, item: Outgoing, reason: str) -> None:
+        """A temporary failure on `upstream`: note the attempt, try the next candidate."""
+        item.attempts += 1
+        item.tried += 1
+        self._record_attempt(item, upstream.name, reason)
+        if item.attempts >= self.settings.max_attempts:
+            self._finish_soon(
+                item,
+                Status.FAILED,
+                f"{item.attempts} attempts failed, last: {upstream.name}: {reason}",
             )
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
             return
-        again = replace(item, attempts=attempts)
-        delay = self.settings.retry_backoff_ms / 1000 * (2 ** min(attempts - 1, 6))
-        if any(u.bound for u in self.upstreams):
-            # Another bound upstream may take it at once; a short pause keeps a
-            # refusing route from spinning on the same message.
-            delay = min(delay, 0.01 * attempts)
-        if delay <= 0:
-            self._put(again, front=True)
-        else:
-            asyncio.get_running_loop().call_later(delay, lambda: self._put(again, front=True))
+        if item.candidates[:1] == [upstream.name]:
+            item.candidates.pop(0)
+        self._route(item, front=True)
+
+    def _record_attempt(self, item: Outgoing, route: str, reason: str) -> None:
+        detail = {"attempt": item.attempts, "route": route, "outcome": reason}
+        self._spawn(self.store.write(RecordAttempt(item.message_id, utcnow(), detail)))
+
+    def _finish_soon(self, item: Outgoing, status: Status, error: str) -> None:
+        self._spawn(self._finish(item, status, error))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _finish(self, item: Outgoing, status: Status, error: str) -> None:
         try:

@@ -133,7 +133,7 @@ class Dispatch(Protocol):
     @property
     def full(self) -> bool: ...
 
-    def enqueue_new(self, message: NewMessage) -> None: ...
+    def enqueue_new(self, message: NewMessage, account: Account | None = None) -> None: ...
 
     def enqueue_record(self, record: MessageRecord) -> None: ...
 
@@ -209,7 +209,7 @@ class MessageService:
             )
         self.metrics.child(self.metrics.messages_accepted, account.system_id, interface).inc()
         if status is Status.ACCEPTED:
-            self.dispatch.enqueue_new(message)
+            self.dispatch.enqueue_new(message, account)
         return accepted
 
     async def cancel(self, account: Account, message_id: str) -> CancelOutcome:

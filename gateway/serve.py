@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from gateway.app import Gateway
 from gateway.config import Settings
@@ -13,21 +14,24 @@ from gateway.config import Settings
 log = logging.getLogger("gateway")
 
 
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def _reload(gateway: Gateway) -> None:
+    """SIGHUP: new prices and rules from the configuration, without a restart."""
+    try:
+        log.info("SIGHUP: %s", gateway.reload())
+    except Exception as exc:  # a bad file keeps the old prices; say why
+        log.error("SIGHUP: prices not reloaded: %s", exc)
 
 
-async def serve(settings: Settings, *, demo: bool) -> int:
-    gateway = Gateway(settings)
+async def serve(
+    settings: Settings, *, demo: bool, reload_settings: Callable[[], Settings] | None = None
+) -> int:
+    gateway = Gateway(settings, reload_settings=reload_settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Signals only set a flag (as uvicorn does); the shutdown runs here.
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(gateway))
     try:
         endpoints = await gateway.start()
     except BaseException:
@@ -57,6 +61,6 @@ async def serve(settings: Settings, *, demo: bool) -> int:
     finally:
         log.info("shutting down")
         await gateway.stop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     return 0

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from gateway.config import UpstreamSettings
 from gateway.events import StatusBus
-from gateway.lifecycle import Status
+from gateway.lifecycle import FINAL, Status
 from gateway.metrics import Metrics
 from gateway.store import ApplyReceipt, Store, utcnow
 from smpp import CommandStatus, DeliverSm, MessageState
@@ -42,23 +43,6 @@ RECEIPT_STATUS: dict[int, Status] = {
 _RECEIPT_TYPES = (EsmClass.DELIVERY_RECEIPT, EsmClass.INTERMEDIATE_NOTIFICATION)
 
 
-class Prices:
-    """Price per segment by E.164 prefix, longest prefix wins, with "default"."""
-
-    def __init__(self, prices: dict[str, float]) -> None:
-        self._default = prices.get("default")
-        self._by_prefix = {p.lstrip("+"): v for p, v in prices.items() if p != "default"}
-        self._lengths = sorted({len(p) for p in self._by_prefix}, reverse=True)
-
-    def price(self, destination: str) -> float | None:
-        digits = destination.lstrip("+")
-        for length in self._lengths:
-            value = self._by_prefix.get(digits[:length])
-            if value is not None:
-                return value
-        return self._default
-
-
 class Upstream:
     def __init__(
         self,
@@ -74,7 +58,10 @@ class Upstream:
         self.name = settings.name
         self.settings = settings
         self.window = settings.window
-        self.prices = Prices(settings.prices)
+        # Set by the dispatcher: told of bind changes and of final receipts
+        # (upstream, upstream message id, delivered), which the route selector learns from.
+        self.on_bound_change: Callable[[Upstream, bool], None] | None = None
+        self.on_receipt: Callable[..., None] | None = None
         self.store = store
         self.bus = bus
         self.metrics = metrics
@@ -90,6 +77,7 @@ class Upstream:
             tps_burst=max(1, settings.window),
             response_timeout=response_timeout,
             on_deliver_sm=self._on_deliver_sm,
+            on_pdu=metrics.pdu_observer("upstream"),
             on_state_change=self._on_state_change,
         )
         self.metrics.child(self.metrics.upstream_bound, self.name).set(0)
@@ -113,6 +101,8 @@ class Upstream:
 
     def _on_state_change(self, bound: bool) -> None:
         self.metrics.child(self.metrics.upstream_bound, self.name).set(1 if bound else 0)
+        if self.on_bound_change is not None:
+            self.on_bound_change(self, bound)
         if bound:
             log.info("upstream %s bound", self.name)
             self._bound_event.set()
@@ -143,6 +133,8 @@ class Upstream:
             self.metrics.receipts, self.name, "matched" if result.matched else "held"
         ).inc()
         self.bus.publish(result.changes)
+        if self.on_receipt is not None and status in FINAL:
+            self.on_receipt(self.name, upstream_id, delivered=status is Status.DELIVERED)
         return CommandStatus.ROK
 
     def _read_receipt(

@@ -190,6 +190,7 @@ class SmppFront:
             ssl=ssl,
             config=self.session_config,
             system_id=self.system_id,
+            on_pdu=self.metrics.pdu_observer("esme"),
         )
 
     def _tls_context(self) -> ssl_module.SSLContext:

@@ -15,6 +15,7 @@ from gateway.store.ops import (
     DeferMessage,
     MarkSmppReceiptsSent,
     PartUpdate,
+    RecordAttempt,
     TransitionMessage,
     WebhookAttempt,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "PartRecord",
     "PartUpdate",
     "ReceiptResult",
+    "RecordAttempt",
     "SmppReceipt",
     "StatusChange",
     "Store",

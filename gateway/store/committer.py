@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,8 @@ class GroupCommitter:
         self._writer_factory = writer_engine
         self._sync_factory = writer_sync_engine
         self._sync_engine: sa.Engine | None = None
+        # Told (operations, seconds) after each commit: the store's metrics.
+        self.on_commit: Callable[[int, float], None] | None = None
         self._writer_loop: asyncio.AbstractEventLoop | None = None
         self._writer_thread: threading.Thread | None = None
         self._window = window_ms / 1000
@@ -249,6 +252,7 @@ class GroupCommitter:
     async def _commit_one_transaction(
         self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]
     ) -> None:
+        started = time.perf_counter()
         try:
             results = await self._transaction([op for op, _ in batch])
         except Exception as exc:
@@ -256,8 +260,12 @@ class GroupCommitter:
             if len(batch) == 1:
                 _fail(batch[0][1], exc)
                 return
+            # The type only: a database error's text carries the parameters
+            # (message texts, numbers).
             log.warning(
-                "group commit of %d writes failed (%r); retrying one by one", len(batch), exc
+                "group commit of %d writes failed (%s); retrying one by one",
+                len(batch),
+                type(exc).__name__,
             )
             for item in batch:
                 await self._commit_one_transaction([item])
@@ -265,6 +273,8 @@ class GroupCommitter:
         self.stats.batches += 1
         self.stats.operations += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        if self.on_commit is not None:
+            self.on_commit(len(batch), time.perf_counter() - started)
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)

@@ -29,15 +29,18 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     lock at BEGIN, which the group committer uses to never fail on a lock upgrade.
     """
     sa_url = make_url(url)
+    # Errors must not carry the statement's parameters (message texts, numbers)
+    # into logs.
+    kwargs.setdefault("hide_parameters", True)
     if sa_url.get_backend_name() == "sqlite":
         if sa_url.get_driver_name() != "aiosqlite":
-            raise ValueError(f"SQLite needs the aiosqlite driver: {url}")
+            raise ValueError(f"SQLite needs the aiosqlite driver: {sa_url.render_as_string()}")
         engine = create_async_engine(sa_url, **kwargs)
         _configure_sqlite(engine)
         return engine
     if sa_url.get_backend_name() == "postgresql":
         if sa_url.get_driver_name() != "asyncpg":
-            raise ValueError(f"PostgreSQL needs the asyncpg driver: {url}")
+            raise ValueError(f"PostgreSQL needs the asyncpg driver: {sa_url.render_as_string()}")
         kwargs.setdefault("pool_pre_ping", True)
         return create_async_engine(sa_url, **kwargs)
     raise ValueError(f"unsupported database: {sa_url.get_backend_name()}")
@@ -52,7 +55,8 @@ def create_sync_sqlite_engine(url: str, **kwargs: Any) -> sa.Engine:
     """
     sa_url = make_url(url)
     if sa_url.get_backend_name() != "sqlite":
-        raise ValueError(f"not a SQLite URL: {url}")
+        raise ValueError(f"not a SQLite URL: {sa_url.render_as_string()}")
+    kwargs.setdefault("hide_parameters", True)
     engine = sa.create_engine(sa_url.set(drivername="sqlite"), **kwargs)
     _configure_sqlite_sync(engine)
     return engine

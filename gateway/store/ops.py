@@ -4,12 +4,14 @@ Each operation is a frozen dataclass; ``Store.write(op)`` (or a Store shortcut) 
 it and returns its result once the batch has committed. Status changes go through
 ``gateway.lifecycle`` only; every applied change writes an event, and, in the same
 transaction, a webhook delivery (when the message has a callback URL) and an SMPP
-receipt (when the ESME asked for one): outboxes that survive a restart.
+receipt (when the ESME asked for one): outboxes that survive a restart. While MQTT
+is enabled on the store (``EnableMqttOutbox``), every event also gets an mqtt_outbox row.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +37,7 @@ from gateway.store.tables import (
     events,
     idempotency_keys,
     messages,
+    mqtt_outbox,
     parts,
     smpp_receipts,
     unmatched_receipts,
@@ -46,6 +49,8 @@ __all__ = [
     "ApplyReceipt",
     "CancelMessage",
     "DeferMessage",
+    "EnableMqttOutbox",
+    "MarkMqttPublished",
     "MarkSmppReceiptsSent",
     "PartUpdate",
     "TransitionMessage",
@@ -163,6 +168,14 @@ class AcceptMessage(WriteOp[AcceptResult]):
         if message_rows:
             await conn.execute(messages.insert(), message_rows)
             await conn.execute(events.insert(), event_rows)
+            if _mqtt_outbox_enabled():
+                await conn.execute(
+                    mqtt_outbox.insert(),
+                    [
+                        _mqtt_row(m["id"], m["account_id"], Status(m["status"]), m["created_at"])
+                        for m in message_rows
+                    ],
+                )
         if key_rows:
             await conn.execute(idempotency_keys.insert(), key_rows)
         return results
@@ -227,6 +240,8 @@ class _Workspace:
         self._events: list[dict[str, Any]] = []
         self._webhooks: list[dict[str, Any]] = []
         self._receipts: list[dict[str, Any]] = []
+        self._mqtt: list[dict[str, Any]] = []
+        self._mqtt_enabled = _mqtt_outbox_enabled()
 
     async def load(self, message_ids: Iterable[str]) -> None:
         wanted = sorted({m for m in message_ids if m not in self.messages})
@@ -397,6 +412,10 @@ class _Workspace:
                     "sent_at": None,
                 }
             )
+        if self._mqtt_enabled:
+            self._mqtt.append(
+                _mqtt_row(row["id"], row["account_id"], new, at, row["route"], row["error"])
+            )
         return change
 
     async def flush(self) -> None:
@@ -456,6 +475,7 @@ class _Workspace:
             (events, self._events),
             (webhook_deliveries, self._webhooks),
             (smpp_receipts, self._receipts),
+            (mqtt_outbox, self._mqtt),
         ):
             if rows:
                 await conn.execute(table.insert(), rows)
@@ -463,6 +483,41 @@ class _Workspace:
 
 
 # ------------------------------------------------------------ message-level changes
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAttempt(WriteOp[None]):
+    """An attempt that did not change the status (a temporary error, a timeout, a
+    route that went away): an event with the message's current status, so the
+    timeline shows every route tried and why it was left."""
+
+    message_id: str
+    at: datetime
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    order: ClassVar[int] = 35
+
+    @classmethod
+    async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[None]:
+        current: dict[str, str] = {}
+        for chunk in _chunks(sorted({op.message_id for op in ops})):
+            rows = await conn.execute(
+                sa.select(messages.c.id, messages.c.status).where(messages.c.id.in_(chunk))
+            )
+            current.update({row.id: row.status for row in rows})
+        rows_ = [
+            {
+                "message_id": op.message_id,
+                "status": current[op.message_id],
+                "at": op.at,
+                "detail": dict(op.detail),
+            }
+            for op in ops
+            if op.message_id in current
+        ]
+        if rows_:
+            await conn.execute(events.insert(), rows_)
+        return [None] * len(ops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -853,3 +908,81 @@ class MarkSmppReceiptsSent(WriteOp[None]):
                 rows,
             )
         return [None] * len(ops)
+
+
+# ------------------------------------------------------------------- MQTT outbox
+
+# Whether status changes write mqtt_outbox rows: set on the committer's writer
+# thread by EnableMqttOutbox. Every store's committer runs its transactions on a
+# thread of its own, so the switch is per store, outlives a rolled-back batch
+# (which clears conn.info) and a replaced connection, and ends with the store.
+_writer = threading.local()
+
+
+def _mqtt_outbox_enabled() -> bool:
+    return bool(getattr(_writer, "mqtt_outbox", False))
+
+
+def _mqtt_row(
+    message_id: str,
+    account_id: int,
+    status: Status,
+    at: datetime,
+    route: str | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    # ../shared/interface.md, MQTT: {"id", "status", "at", "route", "error"}
+    payload = {
+        "id": message_id,
+        "status": status.value,
+        "at": format_time(at),
+        "route": route,
+        "error": error,
+    }
+    return {
+        "message_id": message_id,
+        "account_id": account_id,
+        "payload": json.dumps(payload, separators=(",", ":"), sort_keys=True),
+        "created_at": at,
+        "published_at": None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class EnableMqttOutbox(WriteOp[None]):
+    """From the commit of this write on, every status change of this store (the
+    first event of an accepted message included) also writes an mqtt_outbox row
+    in its transaction. Submitted by MqttPublisher.start(); there is no switch
+    off: rows written after the publisher stopped wait for the next one."""
+
+    order: ClassVar[int] = 0  # before the status changes of its own batch
+
+    @classmethod
+    async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[None]:
+        _writer.mqtt_outbox = True
+        return [None] * len(ops)
+
+
+@dataclass(frozen=True, slots=True)
+class MarkMqttPublished(WriteOp[int]):
+    """Outbox rows up to ``up_to_id`` were acknowledged by the broker (PUBACK).
+
+    The publisher publishes in id order and is the only one, so every unpublished
+    row at or below the id is one it published. Returns the rows stamped."""
+
+    up_to_id: int
+    at: datetime
+
+    order: ClassVar[int] = 80
+
+    @classmethod
+    async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[int]:
+        results = []
+        for op in ops:
+            result = await conn.execute(
+                mqtt_outbox.update()
+                .where(mqtt_outbox.c.id <= op.up_to_id, mqtt_outbox.c.published_at.is_(None))
+                .values(published_at=op.at)
+            )
+            results.append(result.rowcount)
+        return results

@@ -17,6 +17,7 @@ __all__ = [
     "CreatedAccount",
     "EventRecord",
     "MessageRecord",
+    "MqttEvent",
     "NewMessage",
     "PartRecord",
     "ReceiptResult",
@@ -196,3 +197,15 @@ class SmppReceipt:
     status: Status
     error: str | None
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MqttEvent:
+    """A row of the MQTT outbox: ``payload`` goes to
+    ``<prefix>/events/<system_id>/<message_id>``."""
+
+    id: int
+    system_id: str
+    message_id: str
+    payload: str
+    created_at: datetime

@@ -24,6 +24,7 @@ from gateway.store.records import (
     CreatedAccount,
     EventRecord,
     MessageRecord,
+    MqttEvent,
     NewMessage,
     PartRecord,
     ReceiptResult,
@@ -44,6 +45,7 @@ from gateway.store.tables import (
     events,
     idempotency_keys,
     messages,
+    mqtt_outbox,
     parts,
     smpp_receipts,
     unmatched_receipts,
@@ -433,6 +435,39 @@ class Store:
                 for r in rows
             ]
 
+    async def unpublished_mqtt_events(
+        self, *, after_id: int = 0, limit: int = 500
+    ) -> list[MqttEvent]:
+        """MQTT outbox rows not published yet, in id (= commit) order, with the
+        account's system_id for the topic. Page with ``after_id``."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(
+                    mqtt_outbox.c.id,
+                    accounts.c.system_id,
+                    mqtt_outbox.c.message_id,
+                    mqtt_outbox.c.payload,
+                    mqtt_outbox.c.created_at,
+                )
+                .join(accounts, accounts.c.id == mqtt_outbox.c.account_id)
+                .where(mqtt_outbox.c.published_at.is_(None), mqtt_outbox.c.id > after_id)
+                .order_by(mqtt_outbox.c.id)
+                .limit(limit)
+            )
+            return [
+                MqttEvent(r.id, r.system_id, r.message_id, r.payload, r.created_at) for r in rows
+            ]
+
+    async def count_unpublished_mqtt_events(self) -> int:
+        """For the pending gauge (and tests)."""
+        async with self.engine.connect() as conn:
+            count = await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(mqtt_outbox)
+                .where(mqtt_outbox.c.published_at.is_(None))
+            )
+            return int(count.scalar_one())
+
     # -------------------------------------------------------------------- accounts
 
     async def create_account(
@@ -616,3 +651,6 @@ class Store:
                 )
             )
             await conn.execute(smpp_receipts.delete().where(smpp_receipts.c.at < now - outbox_ttl))
+            await conn.execute(
+                mqtt_outbox.delete().where(mqtt_outbox.c.published_at < now - outbox_ttl)
+            )

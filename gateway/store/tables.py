@@ -26,6 +26,7 @@ __all__ = [
     "idempotency_keys",
     "messages",
     "metadata",
+    "mqtt_outbox",
     "parts",
     "smpp_receipts",
     "unmatched_receipts",
@@ -209,4 +210,19 @@ smpp_receipts = sa.Table(
     sa.Column("at", UtcTimestamp, nullable=False),
     sa.Column("sent_at", UtcTimestamp, nullable=True),
     sa.Index(None, "account_id", "sent_at", "id"),
+)
+
+# Outbox of MQTT events (<prefix>/events/<system_id>/<message_id>), written in the
+# same transaction as the status change while an MqttPublisher is enabled on the
+# store; published in id order, then stamped with published_at.
+mqtt_outbox = sa.Table(
+    "mqtt_outbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.String(32), sa.ForeignKey("messages.id"), nullable=False),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # the exact JSON published (UTF-8)
+    sa.Column("created_at", UtcTimestamp, nullable=False),
+    sa.Column("published_at", UtcTimestamp, nullable=True),
+    sa.Index(None, "published_at", "id"),  # the unpublished (NULL) ones in id order
 )

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import socket
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -42,11 +43,75 @@ from ..session import (
 )
 from ._errors import ConnectionLostError, ResponseTimeoutError
 
-__all__ = ["SmppConnection"]
+__all__ = ["PduObserver", "SmppConnection"]
+
+PduObserver = Callable[[str, int, int], None]
+"""Called with ("in" | "out", command_id, command_status) for every PDU read or written."""
 
 # Requests that the session does not count against the window (it keeps the
 # link checkable and closable when the window is full).
 _UNCOUNTED = (EnquireLink, Unbind)
+
+
+# command_length, command_id, command_status (section 3.2).
+_HEADER = struct.Struct(">III")
+_HEADER_LENGTH = 16
+
+
+class _HeaderTap:
+    """Reports command_id and command_status of each PDU in a byte stream to a `PduObserver`.
+
+    It follows command_length only, next to the session's own framing, so
+    that it also sees what the session answers by itself (enquire_link,
+    unbind, generic_nack) and frames that do not decode. Reads may split a
+    header; written data is whole PDUs. A command_length under 16 cannot be
+    followed (the session closes, section 4.3): that PDU is the last reported.
+    """
+
+    __slots__ = ("_direction", "_head", "_observer", "_skip")
+
+    def __init__(self, direction: str, observer: PduObserver) -> None:
+        self._direction = direction
+        self._observer: PduObserver | None = observer
+        self._skip = 0  # bytes of the current PDU still to come
+        self._head = b""  # the start of a header split across reads
+
+    def feed(self, data: bytes) -> None:
+        observer = self._observer
+        if observer is None:
+            return
+        n = len(data)
+        pos = self._skip
+        if pos >= n:
+            self._skip = pos - n
+            return
+        if self._head:
+            started = len(self._head)
+            head = self._head + data[: _HEADER_LENGTH - started]
+            if len(head) < _HEADER_LENGTH:
+                self._head = head
+                return
+            self._head = b""
+            length, command_id, command_status = _HEADER.unpack_from(head)
+            observer(self._direction, command_id, command_status)
+            if length < _HEADER_LENGTH:
+                self._observer = None
+                return
+            pos = length - started
+        direction = self._direction
+        unpack_from = _HEADER.unpack_from
+        while pos + _HEADER_LENGTH <= n:
+            length, command_id, command_status = unpack_from(data, pos)
+            observer(direction, command_id, command_status)
+            if length < _HEADER_LENGTH:
+                self._observer = None
+                return
+            pos += length
+        if pos < n:
+            self._head = data[pos:]
+            self._skip = 0
+        else:
+            self._skip = pos - n
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -68,9 +133,11 @@ class SmppConnection(asyncio.Protocol):
         *,
         max_in_flight: int = 1000,
         task_registry: set[asyncio.Task[None]] | None = None,
+        on_pdu: PduObserver | None = None,
     ) -> None:
         """`task_registry` also holds this connection's handler tasks, so that
-        the owner can cancel them after the connection is gone."""
+        the owner can cancel them after the connection is gone. `on_pdu` sees
+        every PDU read and written (for metrics); it must be quick."""
         self._loop = asyncio.get_running_loop()
         self._session = Session(role, config, now=self._loop.time())
         self._log = logger
@@ -101,6 +168,11 @@ class SmppConnection(asyncio.Protocol):
         self._close_when_quiet = False
         # A handler task that called unbind() does not wait for itself.
         self._quiet_exempt: asyncio.Task[Any] | None = None
+        self._tap_in: _HeaderTap | None = None
+        self._tap_out: _HeaderTap | None = None
+        if on_pdu is not None:
+            self._tap_in = _HeaderTap("in", on_pdu)
+            self._tap_out = _HeaderTap("out", on_pdu)
 
     # --- public view ----------------------------------------------------------
 
@@ -141,6 +213,8 @@ class SmppConnection(asyncio.Protocol):
         self._reschedule()
 
     def data_received(self, data: bytes) -> None:
+        if self._tap_in is not None:
+            self._observe(self._tap_in, data)
         events = self._session.receive_data(data, self._loop.time())
         if events:
             self._dispatch(events)
@@ -238,6 +312,14 @@ class SmppConnection(asyncio.Protocol):
                 self._log.info("inactivity timeout, closing peer=%s", self.peer)
                 self._close_after_flush()
 
+    def _observe(self, tap: _HeaderTap, data: bytes) -> None:
+        try:
+            tap.feed(data)
+        except Exception:
+            # An observer's bug must not cost the connection: stop observing it.
+            self._log.exception("on_pdu failed; PDUs of peer=%s are no longer observed", self.peer)
+            self._tap_in = self._tap_out = None
+
     def _fail(self, seq: int, error: Exception) -> None:
         fut = self._pending.pop(seq, None)
         if fut is not None and not fut.done():
@@ -256,6 +338,8 @@ class SmppConnection(asyncio.Protocol):
             return
         if data and not transport.is_closing():
             transport.write(data)
+            if self._tap_out is not None:
+                self._observe(self._tap_out, data)
         if self._session.state is State.CLOSED:
             if not transport.is_closing():
                 transport.close()
@@ -304,6 +388,8 @@ class SmppConnection(asyncio.Protocol):
         if not self._transport.is_closing():
             if data:
                 self._transport.write(data)
+                if self._tap_out is not None:
+                    self._observe(self._tap_out, data)
             self._transport.close()
 
     def _abort(self) -> None:

@@ -35,7 +35,7 @@ from ..pdu import (
     make_response,
 )
 from ..session import BOUND_STATES, Role, SessionConfig, State
-from ._connection import SmppConnection
+from ._connection import PduObserver, SmppConnection
 from ._errors import BindRefusedError, NotBoundError, SmppAioError
 from .server import BindType
 
@@ -63,6 +63,7 @@ class _ClientConnection(SmppConnection):
             log,
             max_in_flight=client._max_in_flight,
             task_registry=client._handler_tasks,
+            on_pdu=client._on_pdu,
         )
         self._client = client
 
@@ -127,7 +128,10 @@ class SmppClient:
         addr_npi: int = 0,
         tps_burst: int = 1,
         max_in_flight: int = 1000,
+        on_pdu: PduObserver | None = None,
     ) -> None:
+        """`on_pdu(direction, command_id, command_status)` is called for every
+        PDU, direction "in" (from the SMSC) or "out"; it must be quick."""
         if bind not in _BIND_CLASS:
             raise ValueError(f"bind must be one of {sorted(_BIND_CLASS)}")
         if window < 1:
@@ -167,6 +171,7 @@ class SmppClient:
         self._on_deliver_sm = on_deliver_sm
         self._on_state_change = on_state_change
         self._max_in_flight = max_in_flight
+        self._on_pdu = on_pdu
         self._conn: _ClientConnection | None = None
         self._bound = False
         self._closing = False

@@ -47,7 +47,7 @@ from ..pdu import (
     make_response,
 )
 from ..session import Role, SessionConfig, State
-from ._connection import SmppConnection
+from ._connection import PduObserver, SmppConnection
 
 __all__ = ["BaseServerHandler", "BindType", "ServerHandler", "ServerSession", "SmppServer"]
 
@@ -213,6 +213,7 @@ class _ServerConnection(SmppConnection):
             log,
             max_in_flight=server.max_in_flight,
             task_registry=server._handler_tasks,
+            on_pdu=server.on_pdu,
         )
         self._server = server
         self._handler = server.handler
@@ -358,9 +359,12 @@ class SmppServer:
         config: SessionConfig = _DEFAULT_CONFIG,
         system_id: str = "smsgw",
         max_in_flight: int = 1000,
+        on_pdu: PduObserver | None = None,
     ) -> None:
         """`system_id` goes into every bind_*_resp; `max_in_flight` handler calls
-        per connection pause its reading until some finish."""
+        per connection pause its reading until some finish. `on_pdu(direction,
+        command_id, command_status)` is called for every PDU of every connection,
+        direction "in" (from the ESME) or "out"; it must be quick."""
         self.handler = handler
         self.host = host
         self._port = port
@@ -368,6 +372,7 @@ class SmppServer:
         self.config = config
         self.system_id = system_id
         self.max_in_flight = max_in_flight
+        self.on_pdu = on_pdu
         self._server: asyncio.Server | None = None
         self._connections: set[_ServerConnection] = set()
         self._handler_tasks: set[asyncio.Task[None]] = set()

@@ -46,7 +46,10 @@ def settings_for(
         ],
     }
     for name, section in sections.items():
-        raw.setdefault(name, {}).update(section)
+        if isinstance(section, dict):
+            raw.setdefault(name, {}).update(section)
+        else:
+            raw[name] = section
     return parse_settings(raw, "test")
 
 

@@ -400,3 +400,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_mqtt_subscriber_sees_every_transition_of_a_message(tmp_path: Path) -> None:
+    import uuid
+
+    import aiomqtt
+
+    prefix = f"smsgw-e2e-{uuid.uuid4().hex[:8]}"
+    settings = settings_for(tmp_path, mqtt={"url": "mqtt://127.0.0.1:1883", "topic_prefix": prefix})
+    async with aiomqtt.Client("127.0.0.1", 1883) as subscriber:
+        await subscriber.subscribe(f"{prefix}/events/#", qos=1)
+        async with running(settings) as gateway, aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{base_url(gateway)}/v1/messages",
+                headers=bearer(),
+                json={"to": "+34600123456", "from": "ACME", "text": "Your parcel is ready"},
+            ) as r:
+                message_id = (await r.json())["id"]
+            seen: list[dict[str, Any]] = []
+            async with asyncio.timeout(WAIT):
+                async for message in subscriber.messages:
+                    assert str(message.topic) == f"{prefix}/events/acme/{message_id}"
+                    assert isinstance(message.payload, bytes | bytearray)
+                    seen.append(json.loads(message.payload))
+                    if seen[-1]["status"] == "delivered":
+                        break
+    assert [e["status"] for e in seen] == ["accepted", "submitted", "enroute", "delivered"]
+    assert set(seen[-1]) == {"id", "status", "at", "route", "error"}
+    assert seen[-1]["route"] == "sim"

@@ -25,7 +25,15 @@ from gateway.messages import MessageService
 from gateway.metrics import Metrics
 from gateway.openapi import MessageAccepted, MessageView
 from gateway.ratelimit import TpsLimiter
-from gateway.store import CreatedAccount, MessageRecord, NewMessage, PartUpdate, Store, utcnow
+from gateway.store import (
+    Account,
+    CreatedAccount,
+    MessageRecord,
+    NewMessage,
+    PartUpdate,
+    Store,
+    utcnow,
+)
 from gateway.store.tables import messages
 
 TO = "+34600123456"
@@ -40,7 +48,7 @@ class RecordingDispatch:
         self.records: list[MessageRecord] = []
         self.discarded: list[str] = []
 
-    def enqueue_new(self, message: NewMessage) -> None:
+    def enqueue_new(self, message: NewMessage, account: Account | None = None) -> None:
         self.new.append(message)
 
     def enqueue_record(self, record: MessageRecord) -> None:

@@ -29,6 +29,7 @@ from gateway.metrics import Metrics
 from gateway.ratelimit import TpsLimiter
 from gateway.smpp_front import SmppFront, message_state, receipt_pdu
 from gateway.store import (
+    Account,
     ApplyReceipt,
     MessageRecord,
     NewMessage,
@@ -69,7 +70,7 @@ class StandInDispatch:
     records: list[MessageRecord] = field(default_factory=list)
     discarded: list[str] = field(default_factory=list)
 
-    def enqueue_new(self, message: NewMessage) -> None:
+    def enqueue_new(self, message: NewMessage, account: Account | None = None) -> None:
         self.new.append(message)
 
     def enqueue_record(self, record: MessageRecord) -> None:
