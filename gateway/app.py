@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway import admin_api
+from gateway import admin_api, reports
 from gateway.admin_api import AdminDeps
 from gateway.config import Settings, UpstreamSettings, parse_listen
 from gateway.dispatch import Dispatcher
@@ -177,6 +177,7 @@ class Gateway:
                 tps={u.name: u.tps for u in s.upstreams},
             ),
         )
+        reports.register(app, admin_api_key=s.admin.api_key)
         self._http, bound_http_port = await start_http(app, http_host, http_port)
         self.endpoints = Endpoints(http_host, bound_http_port, smpp_host, self._front.port)
         return self.endpoints

@@ -310,6 +310,17 @@ submit_timeout_s = 10.0
 max_attempts = 10
 retry_backoff_ms = 500
 
+[routing]
+explore_share = 0.05
+latency_penalty_per_s = 0.0001
+quality_half_life_s = 3600.0
+breaker_failures = 5
+breaker_cooldown_s = 10.0
+max_attempts = 3
+
+[admin]
+api_key = "demo-admin-key"
+
 [webhooks]
 timeout_s = 10.0
 max_age_s = 86400

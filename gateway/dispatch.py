@@ -55,7 +55,6 @@ from gateway.store import (
     utcnow,
 )
 from gateway.upstreams import Upstream
-from routing.selector import Selection
 from smpp import CommandStatus, Npi, SubmitSm, Ton
 from smpp import text as smstext
 from smpp.aio import ConnectionLostError, NotBoundError, ResponseTimeoutError
@@ -213,29 +212,51 @@ class Dispatcher:
         self._gauge()
         self._route(item, front=front)
 
-    def _route(self, item: Outgoing, *, front: bool = False) -> None:
-        """Hand the message to its first candidate that may take it, choosing anew if needed."""
+    def _route(self, item: Outgoing, *, front: bool = False, from_waiting: bool = False) -> bool:
+        """Hand the message to its first candidate that may take it, choosing anew if needed.
+
+        False when no route may take it now: it waits (at the end of the
+        waiting line, or stays at its head when it came from there).
+        """
         while item.candidates and item.candidates[0] not in self._lanes:
             item.candidates.pop(0)
         if not item.candidates:
             if item.tried >= self.routing.max_attempts and item.choice:
                 self._back_off(item)
-                return
-            selection = self._select(item)
-            if selection is None:
-                return
+                return True
+            outcome = self._select(item)
+            if outcome == "wait":
+                if not from_waiting:
+                    self._waiting.append(item)
+                return False
+            if outcome == "failed":
+                return True
         lane = self._lanes[item.candidates[0]]
         while lane.takers:
             taker = lane.takers.popleft()
             if not taker.done():
                 taker.set_result(item)
-                return
+                return True
         if front:
             lane.queue.appendleft(item)
         else:
             lane.queue.append(item)
+        return True
 
-    def _select(self, item: Outgoing) -> Selection | None:
+    def _drain_waiting(self, limit: int | None = None) -> None:
+        """Route waiting messages, oldest first, until one still cannot go (or `limit`).
+
+        Called when something may have changed (a submit answered, a bind, a
+        timer): one selection per event, not one per waiting message per tick.
+        """
+        routed = 0
+        while self._waiting and (limit is None or routed < limit):
+            if not self._route(self._waiting[0], from_waiting=True):
+                return
+            self._waiting.popleft()
+            routed += 1
+
+    def _select(self, item: Outgoing) -> str:
         policy, max_price = self._accounts.get(item.account_id, ("balanced", None))
         try:
             selection = self.routes.select(
@@ -243,15 +264,14 @@ class Dispatcher:
             )
         except ValueError as exc:  # not a number the selector can place
             self._finish_soon(item, Status.FAILED, f"no route: {exc}")
-            return None
+            return "failed"
         routes = list(selection.routes)
         if not routes:
             if selection.retry_later:
-                self._waiting.append(item)
-            else:
-                reasons = ", ".join(f"{e.route}: {e.reason}" for e in selection.excluded)
-                self._finish_soon(item, Status.FAILED, f"no route ({reasons or 'no upstream'})")
-            return None
+                return "wait"
+            reasons = ", ".join(f"{e.route}: {e.reason}" for e in selection.excluded)
+            self._finish_soon(item, Status.FAILED, f"no route ({reasons or 'no upstream'})")
+            return "failed"
         first = selection.first
         assert first is not None
         item.candidates = routes[: self.routing.max_attempts]
@@ -268,7 +288,7 @@ class Dispatcher:
             str(selection.policy),
             "yes" if first.explored else "no",
         ).inc()
-        return selection
+        return "ok"
 
     def _back_off(self, item: Outgoing) -> None:
         """Every candidate of this round failed: wait, then route it anew."""
@@ -280,19 +300,18 @@ class Dispatcher:
         loop.call_later(max(delay, 0.001), lambda: self._route(item, front=True))
 
     def _reroute_blocked(self) -> None:
-        """Move what waits for an upstream that cannot take it; retry the waiting ones."""
+        """Move what waits for an upstream that went away; retry the waiting ones."""
         for name, lane in self._lanes.items():
-            if lane.queue and self.routes.blocked(name):
+            # Saturation is not going away: a full window drains by itself, and
+            # the queue in front of it is where its messages should wait.
+            if lane.queue and self.routes.gone(name):
                 moving = list(lane.queue)
                 lane.queue.clear()
                 for item in moving:
-                    item.candidates.pop(0) if item.candidates[:1] == [name] else None
+                    if item.candidates[:1] == [name]:
+                        item.candidates.pop(0)
                     self._route(item, front=True)
-        if self._waiting:
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            for item in waiting:
-                self._route(item)
+        self._drain_waiting()
 
     async def _take(self, lane: _Lane) -> Outgoing:
         if lane.queue:
@@ -413,6 +432,8 @@ class Dispatcher:
                 self._retry(upstream, item, "internal error")
             finally:
                 self._busy.discard(me)
+            if self._waiting:
+                self._drain_waiting(limit=1)  # a window slot was freed
             if outcome == "throttled":
                 # Slow this route down, exponentially while it keeps throttling.
                 throttled = min(throttled + 1, 6)

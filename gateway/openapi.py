@@ -337,6 +337,47 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+            "/v1/reports/summary": {
+                "get": {
+                    "operationId": "reportSummary",
+                    "summary": "Delivery statistics: counts by status, delivery ratio, "
+                    "median and p95 time to delivered, segments and cost, by day, hour, "
+                    "route, country, account or status",
+                    "security": _SECURITY,
+                    "parameters": [
+                        {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                        for n in ("from", "to", "group_by", "account")
+                    ],
+                    "responses": {"200": {"description": "The groups and their totals"}},
+                }
+            },
+            "/v1/messages.csv": {
+                "get": {
+                    "operationId": "exportMessages",
+                    "summary": "The messages of GET /v1/messages as CSV, every page",
+                    "security": _SECURITY,
+                    "responses": {"200": {"description": "text/csv"}},
+                }
+            },
+            "/v1/routes": {
+                "get": {
+                    "operationId": "listRoutes",
+                    "summary": "Admin: each upstream's health and learned quality; with ?to= the "
+                    "ranking for that destination",
+                    "parameters": [
+                        {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                        for n in ("to", "policy", "from")
+                    ],
+                    "responses": {"200": {"description": "Routes"}},
+                }
+            },
+            "/v1/routes/reload": {
+                "post": {
+                    "operationId": "reloadRoutes",
+                    "summary": "Admin: read prices and rules again (as SIGHUP does)",
+                    "responses": {"200": {"description": "Reloaded"}},
+                }
+            },
             "/healthz": {
                 "get": {
                     "operationId": "health",

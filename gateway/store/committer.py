@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar, cast
@@ -98,9 +99,11 @@ class GroupCommitter:
         self._writer_thread: threading.Thread | None = None
         self._window = window_ms / 1000
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[WriteOp[Any], asyncio.Future[Any]] | None] = (
-            asyncio.Queue()
-        )
+        # Two lines: writes someone waits on to answer a client (accepts) go
+        # before the bookkeeping (see _commit).
+        self._urgent: deque[tuple[WriteOp[Any], asyncio.Future[Any]]] = deque()
+        self._normal: deque[tuple[WriteOp[Any], asyncio.Future[Any]]] = deque()
+        self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         # The writer keeps one connection for its life: checking one out of the
@@ -110,7 +113,7 @@ class GroupCommitter:
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._urgent) + len(self._normal)
 
     async def start(self) -> None:
         if self._task is None:
@@ -160,7 +163,8 @@ class GroupCommitter:
         if self._closing or self._task is None:
             raise CommitterClosed("the store is not accepting writes")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((op, future))
+        (self._urgent if type(op).urgent else self._normal).append((op, future))
+        self._wakeup.set()
         # A submitter cancelled while it waits cancels only its wait: the write is
         # queued and stays in its batch (_commit skips futures already done).
         return await future
@@ -170,7 +174,7 @@ class GroupCommitter:
         if self._task is None:
             return
         self._closing = True
-        self._queue.put_nowait(None)
+        self._wakeup.set()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
@@ -209,45 +213,45 @@ class GroupCommitter:
                 await conn.close()
 
     async def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            if self._window > 0:
+        while True:
+            if not self._urgent and not self._normal:
+                if self._closing:
+                    break  # everything submitted before close() is committed
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._window > 0 and not self._closing:
                 await asyncio.sleep(self._window)
-            while len(batch) < self._max_batch and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            await self._commit(batch)
-            if stopping:
-                # a close() raced ahead of queued writes: drain what is left
-                rest = []
-                while not self._queue.empty():
-                    item = self._queue.get_nowait()
-                    if item is not None:
-                        rest.append(item)
-                if rest:
-                    await self._commit(rest)
+            await self._commit_batch()
 
-    async def _commit(self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]) -> None:
-        """Commit a batch: the writes someone is waiting on to answer a client first.
+    def _take(self, line: deque[tuple[WriteOp[Any], asyncio.Future[Any]]]) -> list[Any]:
+        batch: list[Any] = []
+        while line and len(batch) < self._max_batch:
+            batch.append(line.popleft())
+        return batch
+
+    async def _commit_batch(self) -> None:
+        """Commit what is queued: the writes someone waits on to answer a client first.
 
         An accept is answered (submit_sm_resp, HTTP 202) only after its commit;
-        the bookkeeping of submit_sm_resp and receipts is not. With both in one
-        transaction every accept would wait for a dozen more statements, so the
-        `urgent` types get a transaction of their own, committed first.
+        the bookkeeping of submit_sm_resp and receipts is not. So accepts get a
+        transaction of their own, and the bookkeeping one transaction per kind
+        of write, with the accepts that arrived meanwhile committed in between:
+        an accept waits for one kind of bookkeeping at most, not all of it.
+        Kinds run in their `order`, so a receipt sees the submit_sm_resp of
+        the same batch.
         """
-        urgent = [item for item in batch if type(item[0]).urgent]
-        if urgent and len(urgent) < len(batch):
+        urgent = self._take(self._urgent)
+        if urgent:
             await self._commit_one_transaction(urgent)
-            await self._commit_one_transaction([item for item in batch if not type(item[0]).urgent])
-        else:
-            await self._commit_one_transaction(batch)
+        groups: dict[type[WriteOp[Any]], list[Any]] = {}
+        for item in self._take(self._normal):
+            groups.setdefault(type(item[0]), []).append(item)
+        for op_type in sorted(groups, key=lambda t: t.order):
+            urgent = self._take(self._urgent)
+            if urgent:
+                await self._commit_one_transaction(urgent)
+            await self._commit_one_transaction(groups[op_type])
 
     async def _commit_one_transaction(
         self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]

@@ -121,6 +121,11 @@ messages = sa.Table(
     sa.Column("delivered_at", UtcTimestamp, nullable=True),
     sa.Index(None, "status", "due_at"),  # the due queue and recovery
     sa.Index(None, "account_id", "client_ref"),
+    # Reports and listings (gateway/reports.py, migration 0003): an account's messages
+    # newest first, by status, and every account's for the admin.
+    sa.Index(None, "account_id", "created_at", "id"),
+    sa.Index(None, "account_id", "status", "created_at", "id"),
+    sa.Index(None, "created_at", "id"),
 )
 
 parts = sa.Table(

@@ -104,14 +104,21 @@ async def _submit(esme: SmppClient, count: int, first: int = 0, pace: float = 0.
 
 
 async def _routes_of(gateway: Gateway, ids: list[str]) -> Counter[str]:
-    routes: Counter[str] = Counter()
-    async with gateway.store.engine.connect() as conn:
-        for start in range(0, len(ids), 500):
-            rows = await conn.execute(
-                sa.select(messages.c.route).where(messages.c.id.in_(ids[start : start + 500]))
-            )
-            routes.update(row.route for row in rows)
-    return routes
+    """The route each message went out on, once every one of them has gone out."""
+    async with asyncio.timeout(30):
+        while True:
+            routes: Counter[str] = Counter()
+            async with gateway.store.engine.connect() as conn:
+                for start in range(0, len(ids), 500):
+                    rows = await conn.execute(
+                        sa.select(messages.c.route).where(
+                            messages.c.id.in_(ids[start : start + 500])
+                        )
+                    )
+                    routes.update(row.route for row in rows)
+            if None not in routes:
+                return routes
+            await asyncio.sleep(0.02)
 
 
 @asynccontextmanager
