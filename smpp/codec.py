@@ -73,7 +73,11 @@ def decode_header(data: bytes) -> tuple[int, int, int, int]:
 
 def decode(data: bytes) -> Pdu:
     """Decode exactly one PDU. Raises a `ProtocolError` subclass naming the field."""
-    command_length, command_id, command_status, sequence_number = decode_header(data)
+    try:
+        command_length, command_id, command_status, sequence_number = _HEADER.unpack_from(data)
+    except struct.error:
+        decode_header(data)  # raises the error that says why
+        raise
     if command_length != len(data):
         err = InvalidCommandLength(
             f"command_length {command_length} but {len(data)} octets were given",
@@ -86,15 +90,22 @@ def decode(data: bytes) -> Pdu:
         err2 = InvalidCommandId(command_id)
         err2.sequence_number = sequence_number
         raise err2
+    if type(data) is not bytes:
+        data = bytes(data)  # slices of the result must be bytes, not bytearray or memoryview
     try:
-        return decoder(bytes(data), command_status, sequence_number)
+        return decoder(data, command_status, sequence_number)
     except ProtocolError as exc:
         exc.command_id, exc.sequence_number = command_id, sequence_number
         raise
 
 
+# tag -> (name, spec, fast kind, length limit) for the inline cases of _decode_tlvs.
+_Known = tuple[str, TlvSpec, int, int]
+_FAST_U8, _FAST_OCTETS, _FAST_CSTR = 1, 2, 3
+
+
 def _decode_tlvs(
-    data: bytes, pos: int, end: int, d: dict[str, Any], by_tag: dict[int, tuple[str, TlvSpec]]
+    data: bytes, pos: int, end: int, d: dict[str, Any], by_tag: dict[int, _Known]
 ) -> None:
     """Optional parameters from `pos` to `end` into `d` (SMPP 3.4 section 3.2.4)."""
     unknown: list[tuple[int, bytes]] | None = None
@@ -120,14 +131,13 @@ def _decode_tlvs(
                 unknown = []
             unknown.append((tag, data[pos:stop]))
         else:
-            name, spec = known
-            kind = spec.kind
+            name, spec, fast, limit = known
             # The common cases inline; _tlv_value checks the rest and explains.
-            if kind == "u8" and length == 1:
+            if fast == _FAST_U8 and length == 1:
                 d[name] = data[pos]
-            elif kind == "octets" and (length <= spec.max_length or not spec.max_length):
+            elif fast == _FAST_OCTETS and length <= limit:
                 d[name] = data[pos:stop]
-            elif kind == "cstr" and 0 < length <= spec.max_length and data[stop - 1] == 0:
+            elif fast == _FAST_CSTR and 0 < length <= limit and data[stop - 1] == 0:
                 value = data[pos : stop - 1]
                 if 0 in value:
                     raise MalformedPdu("NUL inside the string", field=name)
@@ -262,9 +272,14 @@ def _explain_decode(cls: type[Pdu], data: bytes) -> None:
     raise MalformedPdu("does not parse", field=None)  # pragma: no cover - fast path disagreed
 
 
-def _tlvs_for(cls: type[Pdu]) -> dict[int, tuple[str, TlvSpec]]:
+def _tlvs_for(cls: type[Pdu]) -> dict[int, _Known]:
     body_names = {name for name, _, _ in body_specs(cls)}
-    return {tag: v for tag, v in _TLV_BY_TAG.items() if v[0] not in body_names}
+    fast = {"u8": _FAST_U8, "octets": _FAST_OCTETS, "cstr": _FAST_CSTR}
+    return {
+        tag: (name, spec, fast.get(spec.kind, 0), spec.max_length or 0xFFFF)
+        for tag, (name, spec) in _TLV_BY_TAG.items()
+        if name not in body_names
+    }
 
 
 def _gen_decoder(cls: type[Pdu]) -> Callable[[bytes, int, int], Pdu]:
