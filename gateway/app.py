@@ -31,6 +31,7 @@ from gateway.lifecycle import Status
 from gateway.messages import MessageService
 from gateway.metrics import Metrics
 from gateway.migrate import upgrade_async
+from gateway.mo import MoRouter
 from gateway.mqtt import MqttPublisher
 from gateway.ratelimit import TpsLimiter
 from gateway.routes import RouteTable, load_routes
@@ -143,7 +144,9 @@ class Gateway:
 
         for upstream_settings in s.upstreams:
             self.upstreams.append(await self._upstream(upstream_settings))
+        self.mo = MoRouter(s.accounts, self._mqtt)
         for upstream in self.upstreams:
+            upstream.on_mo = self.mo.handle
             await upstream.start()
         await dispatcher.start(self.upstreams)
 

@@ -155,6 +155,9 @@ class AccountSettings(_Section):
     default_source: str | None = None
     callback_url: str | None = None
     max_price: float | None = Field(default=None, ge=0)
+    # Addresses (numbers, short codes, sender names) whose inbound messages (MO)
+    # belong to this account; its default_source counts too. MO goes to MQTT.
+    mo_addresses: tuple[str, ...] = ()
 
 
 class SimulatorSettings(_Section):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from gateway.config import UpstreamSettings
@@ -62,6 +62,8 @@ class Upstream:
         # (upstream, upstream message id, delivered), which the route selector learns from.
         self.on_bound_change: Callable[[Upstream, bool], None] | None = None
         self.on_receipt: Callable[..., None] | None = None
+        # Set by the app: takes a mobile-originated deliver_sm, returns the status to answer.
+        self.on_mo: Callable[[str, DeliverSm], Awaitable[int]] | None = None
         self.store = store
         self.bus = bus
         self.metrics = metrics
@@ -111,11 +113,9 @@ class Upstream:
 
     async def _on_deliver_sm(self, pdu: DeliverSm) -> int | None:
         if pdu.esm_class & ESM_CLASS_TYPE_MASK not in _RECEIPT_TYPES:
-            # A mobile-originated message. MO routing is not built yet: answer
-            # ROK so the SMSC does not resend it forever, and say so.
-            log.info(
-                "upstream %s sent a mobile-originated message; MO is not handled yet", self.name
-            )
+            if self.on_mo is not None:
+                return await self.on_mo(self.name, pdu)
+            log.info("upstream %s sent a mobile-originated message; nothing takes MO", self.name)
             return CommandStatus.ROK
         receipt = self._read_receipt(pdu)
         if receipt is None:
