@@ -87,6 +87,10 @@ def main() -> None:
         f"(built two selectors in {built:.1f}s); microseconds per call, best of {args.repeat}"
     )
     print(
+        "warm: the destination's prefix is cached; cold: every selection misses that cache"
+        " (the first selection for a prefix); target: at most 20 us per selection"
+    )
+    print(
         f"{'policy':<14}{'warm select':>12}{'+ .first':>10}{'cold select':>13}{'ranking+all':>13}"
     )
     for policy in Policy:

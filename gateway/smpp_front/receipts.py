@@ -41,6 +41,8 @@ __all__ = ["ReceiptSender", "message_state", "receipt_pdu"]
 
 log = logging.getLogger("gateway.smpp_front")
 
+DRAIN_GATHER_S = 0.01
+
 
 # ----------------------------------------------------------------- status mapping
 
@@ -308,6 +310,9 @@ class ReceiptSender:
 
     async def _drain(self, account_id: int) -> None:
         loop = asyncio.get_running_loop()
+        # Let the receipts of a few more commits gather: one read and one
+        # mark-sent per batch, not per commit (receipts are seconds late anyway).
+        await asyncio.sleep(DRAIN_GATHER_S)
         after_id = 0
         while account_id in self._accounts:
             rows = await self.store.pending_smpp_receipts_with_messages(
