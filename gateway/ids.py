@@ -8,6 +8,7 @@ followed by 80 random bits. Ids created later sort later, so the primary-key ind
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import time
@@ -42,6 +43,7 @@ def message_id_time(message_id: str) -> datetime:
     return datetime.fromtimestamp(int(message_id[:12], 16) / 1000, tz=UTC)
 
 
+@functools.lru_cache(maxsize=65_536)
 def upstream_id_forms(upstream_message_id: str) -> tuple[str, ...]:
     """Every spelling under which an upstream may refer to the same message id.
 

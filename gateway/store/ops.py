@@ -230,6 +230,11 @@ _PART_MUTABLE = (
 )
 
 
+# Built once: a statement built per batch costs its construction and cache key.
+_LOAD_MESSAGES = sa.select(messages).where(messages.c.id.in_(sa.bindparam("ids", expanding=True)))
+_LOAD_PARTS = sa.select(parts).where(parts.c.message_id.in_(sa.bindparam("ids", expanding=True)))
+
+
 class _Workspace:
     """Messages and parts of one batch, loaded with a few queries, changed in memory
     through the lifecycle, written back with executemany."""
@@ -246,11 +251,9 @@ class _Workspace:
     async def load(self, message_ids: Iterable[str]) -> None:
         wanted = sorted({m for m in message_ids if m not in self.messages})
         for chunk in _chunks(wanted):
-            for row in await self.conn.execute(sa.select(messages).where(messages.c.id.in_(chunk))):
+            for row in await self.conn.execute(_LOAD_MESSAGES, {"ids": chunk}):
                 self.messages[row.id] = _Message(dict(row._mapping), {})
-            for row in await self.conn.execute(
-                sa.select(parts).where(parts.c.message_id.in_(chunk))
-            ):
+            for row in await self.conn.execute(_LOAD_PARTS, {"ids": chunk}):
                 self.messages[row.message_id].parts[row.seqnum] = _Part(
                     PartState(
                         seqnum=row.seqnum,
