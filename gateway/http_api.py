@@ -211,7 +211,7 @@ def _describe(error: ErrorDetails) -> str:
 # ------------------------------------------------------------------------------- auth
 
 
-async def _authenticate(request: web.Request) -> Account:
+async def authenticate(request: web.Request) -> Account:
     store = request.app[DEPS].store
     header = request.headers.get(hdrs.AUTHORIZATION, "")
     challenge = [(hdrs.WWW_AUTHENTICATE, c) for c in _CHALLENGES]
@@ -269,7 +269,7 @@ def _location(message_id: str) -> str:
 
 async def post_message(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    account = await _authenticate(request)
+    account = await authenticate(request)
     idempotency_key = _idempotency_key(request)
     raw = await request.read()  # HTTPRequestEntityTooLarge beyond client_max_size
     try:
@@ -372,7 +372,7 @@ def _not_found(message_id: str) -> ApiError:
 
 async def get_message(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    account = await _authenticate(request)
+    account = await authenticate(request)
     message_id = request.match_info["id"]
     record = None
     if len(message_id) <= _MAX_ID:
@@ -384,7 +384,7 @@ async def get_message(request: web.Request) -> web.Response:
 
 async def delete_message(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    account = await _authenticate(request)
+    account = await authenticate(request)
     message_id = request.match_info["id"]
     if len(message_id) > _MAX_ID:
         raise _not_found(message_id[:_MAX_ID])

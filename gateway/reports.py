@@ -55,7 +55,7 @@ import sqlalchemy as sa
 from aiohttp import hdrs, web
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.http_api import DEPS, ApiError, _authenticate
+from gateway.http_api import DEPS, ApiError, authenticate
 from gateway.lifecycle import Status
 from gateway.store import format_time
 from gateway.store.tables import accounts, messages
@@ -527,7 +527,7 @@ async def _viewer(request: web.Request, query: Mapping[str, str]) -> int | None:
         if account_id is None:
             raise _bad("account", f"no account {system_id!r}")
         return int(account_id)
-    account = await _authenticate(request)
+    account = await authenticate(request)
     if "account" in query:
         raise ApiError(
             403, "forbidden", "only the admin key may choose the account", field="account"

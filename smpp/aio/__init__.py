@@ -1,5 +1,6 @@
 """Thin asyncio adapters over the sans-IO `smpp.session`: an SMPP server and client."""
 
+from ._connection import PduObserver
 from ._errors import (
     BindRefusedError,
     ConnectionLostError,
@@ -17,6 +18,7 @@ __all__ = [
     "ConnectionLostError",
     "DeliverSmCallback",
     "NotBoundError",
+    "PduObserver",
     "ResponseTimeoutError",
     "ServerHandler",
     "ServerSession",

@@ -109,3 +109,75 @@ async def test_route_list_asks_the_running_gateway(
     out = capsys.readouterr().out
     assert code == 0
     assert "up" in out and "ranking for +34600123456" in out
+
+
+async def test_sighup_reloads_prices_in_a_running_smsgw_serve(tmp_path: Path) -> None:
+    import os
+    import signal
+    import socket
+    import sys
+
+    import aiohttp
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    http_port, smpp_port = free_port(), free_port()
+    prices = tmp_path / "up.csv"
+    prices.write_text("prefix,price\n34,0.050\n")
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+[database]
+url = "sqlite+aiosqlite:///{tmp_path / "g.db"}"
+[http]
+listen = "127.0.0.1:{http_port}"
+[smpp]
+listen = "127.0.0.1:{smpp_port}"
+[admin]
+api_key = "admin-key-01"
+[[upstreams]]
+name = "up"
+kind = "simulator"
+prices_file = "{prices}"
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{http_port}/v1/routes"
+    auth = {"Authorization": "Bearer admin-key-01"}
+
+    async def first_price(http: aiohttp.ClientSession) -> float:
+        async with http.get(url, params={"to": "+34600123456"}, headers=auth) as r:
+            return float((await r.json())["ranking"][0]["price"])
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        assert await first_price(http) == 0.050
+                        break
+                    except (aiohttp.ClientError, KeyError, IndexError):
+                        await asyncio.sleep(0.05)
+            prices.write_text("prefix,price\n34,0.020\n")
+            process.send_signal(signal.SIGHUP)
+            async with asyncio.timeout(10):
+                while await first_price(http) != 0.020:
+                    await asyncio.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
