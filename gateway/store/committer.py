@@ -342,6 +342,23 @@ class _SyncConnection:
     async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
         return self._conn.execute(statement, parameters, **kwargs)
 
+    def fetchall_raw(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """The DBAPI's execute and fetchall: rows in database form (see ops._select_rows)."""
+        cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, parameters)
+            return cast(list[tuple[Any, ...]], cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def executemany_raw(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """The DBAPI's executemany with rows already in database form (see ops._write_rows)."""
+        cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, rows)
+        finally:
+            cursor.close()
+
     def begin(self) -> _SyncTransaction:
         return _SyncTransaction(self._conn)
 

@@ -14,7 +14,7 @@ import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self, TypeVar
 
 import sqlalchemy as sa
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway import lifecycle
 from gateway.ids import upstream_id_forms
 from gateway.lifecycle import PartState, Status
-from gateway.store.committer import WriteOp
+from gateway.store.committer import WriteOp, _SyncConnection
 from gateway.store.records import (
     AcceptResult,
     CancelOutcome,
@@ -33,6 +33,7 @@ from gateway.store.records import (
     format_time,
 )
 from gateway.store.tables import (
+    UtcTimestamp,
     accounts,
     events,
     idempotency_keys,
@@ -166,8 +167,8 @@ class AcceptMessage(WriteOp[AcceptResult]):
                 )
             results.append(AcceptResult(m.id, status))
         if message_rows:
-            await conn.execute(messages.insert(), message_rows)
-            await conn.execute(events.insert(), event_rows)
+            await _insert_rows(conn, messages, message_rows)
+            await _insert_rows(conn, events, event_rows)
             if _mqtt_outbox_enabled():
                 await conn.execute(
                     mqtt_outbox.insert(),
@@ -229,6 +230,121 @@ _PART_MUTABLE = (
     "updated_at",
 )
 
+_UPDATE_MESSAGE = (
+    messages.update()
+    .where(messages.c.id == sa.bindparam("b_id"))
+    .values({c: sa.bindparam(c) for c in _MESSAGE_MUTABLE})
+)
+_UPDATE_PART = (
+    parts.update()
+    .where(
+        parts.c.message_id == sa.bindparam("b_message_id"),
+        parts.c.seqnum == sa.bindparam("b_seqnum"),
+    )
+    .values({c: sa.bindparam(c) for c in _PART_MUTABLE})
+)
+
+
+# --- writing rows on the writer's own SQLite connection -------------------------
+#
+# On SQLite the group committer's connection is a plain sqlite3 one (see
+# committer._SyncConnection). There the hot inserts and updates skip
+# SQLAlchemy's per-row parameter processing, which cost more than SQLite's own
+# work: values are put in database form here (UtcTimestamp -> integer
+# microseconds, JSON -> text, the same forms the column types write) and go to
+# the driver's executemany. Everywhere else (PostgreSQL) the Core statements run.
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _converter(column: sa.Column[Any]) -> Any:
+    if isinstance(column.type, UtcTimestamp):
+        return lambda v: None if v is None else (v - _EPOCH) // _MICROSECOND
+    if isinstance(column.type, sa.JSON):
+        return lambda v: None if v is None else json.dumps(v)
+    return None
+
+
+_CONVERTERS: dict[str, dict[str, Any]] = {}
+
+
+def _converters(table: sa.Table) -> dict[str, Any]:
+    found = _CONVERTERS.get(table.name)
+    if found is None:
+        found = _CONVERTERS[table.name] = {
+            c.name: conv for c in table.c if (conv := _converter(c)) is not None
+        }
+    return found
+
+
+def _db_row(
+    columns: Sequence[str], row: Mapping[str, Any], conv: dict[str, Any]
+) -> tuple[Any, ...]:
+    return tuple(conv[c](row[c]) if c in conv else row[c] for c in columns)
+
+
+async def _insert_rows(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    if not isinstance(conn, _SyncConnection):
+        await conn.execute(table.insert(), rows)
+        return
+    columns = list(rows[0])
+    conv = _converters(table)
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    )
+    conn.executemany_raw(sql, [_db_row(columns, r, conv) for r in rows])
+
+
+async def _update_rows(
+    conn: AsyncConnection,
+    table: sa.Table,
+    values: Sequence[str],
+    keys: Sequence[str],
+    rows: list[dict[str, Any]],
+    statement: Any,
+) -> None:
+    """UPDATE table SET values WHERE keys, per row; rows carry the keys as b_<key>."""
+    if not isinstance(conn, _SyncConnection):
+        await conn.execute(statement, rows)
+        return
+    conv = _converters(table)
+    columns = [*values, *(f"b_{k}" for k in keys)]
+    key_conv = {f"b_{k}": conv[k] for k in keys if k in conv}
+    sets = ", ".join(f"{c} = ?" for c in values)
+    where = " AND ".join(f"{k} = ?" for k in keys)
+    conn.executemany_raw(
+        f"UPDATE {table.name} SET {sets} WHERE {where}",
+        [_db_row(columns, r, {**conv, **key_conv}) for r in rows],
+    )
+
+
+def _reader(column: sa.Column[Any]) -> Any:
+    if isinstance(column.type, UtcTimestamp):
+        return lambda v: None if v is None else _EPOCH + timedelta(microseconds=v)
+    if isinstance(column.type, sa.JSON):
+        return lambda v: None if v is None else json.loads(v)
+    return None
+
+
+async def _select_rows(
+    conn: AsyncConnection, table: sa.Table, key: str, ids: Sequence[str], statement: Any
+) -> list[dict[str, Any]]:
+    """Rows of `table` whose `key` is in `ids`, as dicts of Python values."""
+    if not isinstance(conn, _SyncConnection):
+        return [dict(row._mapping) for row in await conn.execute(statement, {"ids": list(ids)})]
+    names = [c.name for c in table.c]
+    readers = [_reader(c) for c in table.c]
+    rows = conn.fetchall_raw(
+        f"SELECT {', '.join(names)} FROM {table.name} WHERE {key} IN ({', '.join('?' * len(ids))})",
+        tuple(ids),
+    )
+    return [
+        {n: (r(v) if r is not None else v) for n, r, v in zip(names, readers, row, strict=True)}
+        for row in rows
+    ]
+
 
 # Built once: a statement built per batch costs its construction and cache key.
 _LOAD_MESSAGES = sa.select(messages).where(messages.c.id.in_(sa.bindparam("ids", expanding=True)))
@@ -251,21 +367,21 @@ class _Workspace:
     async def load(self, message_ids: Iterable[str]) -> None:
         wanted = sorted({m for m in message_ids if m not in self.messages})
         for chunk in _chunks(wanted):
-            for row in await self.conn.execute(_LOAD_MESSAGES, {"ids": chunk}):
-                self.messages[row.id] = _Message(dict(row._mapping), {})
-            for row in await self.conn.execute(_LOAD_PARTS, {"ids": chunk}):
-                self.messages[row.message_id].parts[row.seqnum] = _Part(
+            for row_dict in await _select_rows(self.conn, messages, "id", chunk, _LOAD_MESSAGES):
+                self.messages[row_dict["id"]] = _Message(row_dict, {})
+            for row in await _select_rows(self.conn, parts, "message_id", chunk, _LOAD_PARTS):
+                self.messages[row["message_id"]].parts[row["seqnum"]] = _Part(
                     PartState(
-                        seqnum=row.seqnum,
-                        status=Status(row.status),
-                        submitted_at=row.submitted_at,
-                        handed_to_carrier_at=row.handed_to_carrier_at,
-                        done_at=row.done_at,
-                        error=row.error,
+                        seqnum=row["seqnum"],
+                        status=Status(row["status"]),
+                        submitted_at=row["submitted_at"],
+                        handed_to_carrier_at=row["handed_to_carrier_at"],
+                        done_at=row["done_at"],
+                        error=row["error"],
                     ),
-                    row.upstream,
-                    row.upstream_message_id,
-                    row.price,
+                    row["upstream"],
+                    row["upstream_message_id"],
+                    row["price"],
                     stored=True,
                 )
 
@@ -456,23 +572,14 @@ class _Workspace:
                 )
                 msg.dirty = False
         if changed_messages:
-            await conn.execute(
-                messages.update()
-                .where(messages.c.id == sa.bindparam("b_id"))
-                .values({c: sa.bindparam(c) for c in _MESSAGE_MUTABLE}),
-                changed_messages,
+            await _update_rows(
+                conn, messages, _MESSAGE_MUTABLE, ("id",), changed_messages, _UPDATE_MESSAGE
             )
         if new_parts:
-            await conn.execute(parts.insert(), new_parts)
+            await _insert_rows(conn, parts, new_parts)
         if old_parts:
-            await conn.execute(
-                parts.update()
-                .where(
-                    parts.c.message_id == sa.bindparam("b_message_id"),
-                    parts.c.seqnum == sa.bindparam("b_seqnum"),
-                )
-                .values({c: sa.bindparam(c) for c in _PART_MUTABLE}),
-                old_parts,
+            await _update_rows(
+                conn, parts, _PART_MUTABLE, ("message_id", "seqnum"), old_parts, _UPDATE_PART
             )
         for table, rows in (
             (events, self._events),
@@ -481,7 +588,7 @@ class _Workspace:
             (mqtt_outbox, self._mqtt),
         ):
             if rows:
-                await conn.execute(table.insert(), rows)
+                await _insert_rows(conn, table, rows)
                 rows.clear()
 
 

@@ -186,6 +186,9 @@ async def test_every_transition_in_order(store: Store) -> None:
             )
             publisher.wake()
             await _eventually(lambda: len(subscriber.received) >= 4, "four events")
+            # Received is not yet stamped: the PUBACKs are marked published in a
+            # store write of their own, which close() would cut short.
+            await _eventually(lambda: publisher.published == 4, "four events stamped")
         finally:
             await publisher.close()
 
