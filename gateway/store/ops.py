@@ -10,6 +10,8 @@ is enabled on the store (``EnableMqttOutbox``), every event also gets an mqtt_ou
 
 from __future__ import annotations
 
+import collections
+import functools
 import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -856,15 +858,34 @@ async def _by_upstream_id(
     for upstream, upstream_id in keys:
         by_upstream.setdefault(upstream, []).append(upstream_id)
     found: list[Any] = []
+    raw = isinstance(conn, _SyncConnection) and all(
+        isinstance(c, sa.Column) and _reader(c) is None for c in columns
+    )
     for upstream, ids in by_upstream.items():
         for chunk in _chunks(ids):
-            rows = await conn.execute(
+            if raw:
+                assert isinstance(conn, _SyncConnection)
+                row_type = _row_type(tuple(c.name for c in columns))
+                rows = conn.fetchall_raw(
+                    f"SELECT {', '.join(c.name for c in columns)} FROM {table.name} "
+                    f"WHERE upstream = ? AND upstream_message_id IN ({', '.join('?' * len(chunk))})",
+                    (upstream, *chunk),
+                )
+                found.extend(row_type._make(r) for r in rows)
+                continue
+            result = await conn.execute(
                 sa.select(*columns).where(
                     table.c.upstream == upstream, table.c.upstream_message_id.in_(chunk)
                 )
             )
-            found.extend(rows)
+            found.extend(result)
     return found
+
+
+@functools.lru_cache(maxsize=32)
+def _row_type(names: tuple[str, ...]) -> Any:
+    """A named tuple for raw rows, so callers read them like SQLAlchemy rows (row.name)."""
+    return collections.namedtuple("Row", names)
 
 
 @dataclass(frozen=True, slots=True)
