@@ -97,7 +97,7 @@ def _submit_sm(i: int) -> smpp.SubmitSm:
     )
 
 
-async def run(messages: int, window: int, rate: int, seconds: float) -> None:
+async def run(messages: int, window: int, rate: int, seconds: float, sessions: int) -> None:
     with tempfile.TemporaryDirectory(prefix="smsgw-bench-") as tmp:
         tmp_path = Path(tmp)
         sim_port, http_port, smpp_port = _free_port(), _free_port(), _free_port()
@@ -123,6 +123,7 @@ port = {sim_port}
 system_id = "gw"
 password = "pw"
 window = 200
+sessions = {sessions}
 tps = 1000000
 prices = {{ "default" = 0.01 }}
 """
@@ -244,8 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=200, help="ESME submits in flight")
     parser.add_argument("--rate", type=int, default=1000, help="steady rate for the latency run")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
+    parser.add_argument(
+        "--sessions", type=int, default=1, help="binds from the gateway to the simulator"
+    )
     args = parser.parse_args(argv)
-    asyncio.run(run(args.messages, args.window, args.rate, args.seconds))
+    print(f"upstream sessions: {args.sessions}")
+    asyncio.run(run(args.messages, args.window, args.rate, args.seconds, args.sessions))
     return 0
 
 

@@ -178,8 +178,11 @@ class UpstreamSettings(_Section):
     password: str = Field(default="", max_length=9)  # SMPP 3.4 section 4.1.1: C-Octet 9
     system_type: str = Field(default="", max_length=13)
     bind: Literal["transmitter", "transceiver"] = "transceiver"
-    window: int = Field(default=50, gt=0, le=10_000)
-    tps: int = Field(default=500, gt=0)
+    window: int = Field(default=50, gt=0, le=10_000)  # per session
+    tps: int = Field(default=500, gt=0)  # for the upstream, shared by its sessions
+    # Binds to keep to this upstream (Kannel's and Jasmin's "connections"): more
+    # submit_sm and receipts in flight than one session's window allows.
+    sessions: int = Field(default=1, ge=1, le=16)
     prices: dict[str, float] = Field(default_factory=lambda: {"default": 0.0})
     prices_file: str | None = None
     # Ask this upstream for intermediate notifications (registered_delivery

@@ -342,7 +342,7 @@ class Dispatcher:
         for upstream in upstreams:
             upstream.on_bound_change = self._bound_change
             upstream.on_receipt = self.routes.receipt
-            self.routes.bound(upstream.name, upstream.bound, upstream.window)
+            self.routes.bound(upstream.name, upstream.bound_sessions, upstream.settings.window)
         await self._recover()
         loop = asyncio.get_running_loop()
         for upstream in upstreams:
@@ -352,7 +352,7 @@ class Dispatcher:
         self._tasks.append(loop.create_task(self._rerouter()))
 
     def _bound_change(self, upstream: Upstream, bound: bool) -> None:
-        self.routes.bound(upstream.name, bound, upstream.window)
+        self.routes.bound(upstream.name, upstream.bound_sessions, upstream.settings.window)
         self._reroute_blocked()
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -478,13 +478,14 @@ class Dispatcher:
             inflight.inc()
             self.routes.submitting(upstream.name)
             try:
-                resp = await upstream.client.submit_sm(pdu)
+                session, client = upstream.pick()
+                resp = await client.submit_sm(pdu)
             except (NotBoundError, ConnectionLostError, ResponseTimeoutError) as exc:
                 reason = type(exc).__name__
                 if isinstance(exc, ResponseTimeoutError):
                     self.routes.answered(upstream.name, SubmitOutcome.TIMEOUT)
                 elif isinstance(exc, ConnectionLostError):
-                    self.routes.lost(upstream.name, upstream.client.binds)
+                    self.routes.lost(upstream.name, (session, client.binds))
                 else:
                     self.routes.not_sent(upstream.name)
                 self.metrics.child(self.metrics.submit_errors, upstream.name, reason).inc()

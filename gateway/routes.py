@@ -100,7 +100,7 @@ class RouteTable:
         )
         self._sent: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._by_name = {route.name: route for route in routes}
-        self._lost: dict[str, int] = {}
+        self._lost: dict[str, object] = {}
 
     # --- decisions ----------------------------------------------------------------
 
@@ -144,8 +144,9 @@ class RouteTable:
 
     # --- what happens on the wire -------------------------------------------------
 
-    def bound(self, upstream: str, bound: bool, window: int) -> None:
-        self.selector.health(upstream).set_sessions(1 if bound else 0, window if bound else 0)
+    def bound(self, upstream: str, sessions: int, window: int) -> None:
+        """`sessions` bound now, each with `window` submit_sm in flight at most."""
+        self.selector.health(upstream).set_sessions(sessions, window * sessions)
 
     def submitting(self, upstream: str) -> None:
         self.selector.health(upstream).on_submit(self.clock())
@@ -153,8 +154,8 @@ class RouteTable:
     def answered(self, upstream: str, outcome: SubmitOutcome) -> None:
         self.selector.health(upstream).on_response(outcome, self.clock())
 
-    def lost(self, upstream: str, connection: int) -> None:
-        """A submit_sm lost with its session (`connection` counts the upstream's binds).
+    def lost(self, upstream: str, connection: object) -> None:
+        """A submit_sm lost with its session (`connection` names the session and its bind).
 
         A session that drops with forty submits outstanding is one failure, not
         forty: only the first loss of each connection reaches the breaker, the

@@ -20,7 +20,7 @@ from gateway.lifecycle import FINAL, Status
 from gateway.metrics import Metrics
 from gateway.store import ApplyReceipt, Store, utcnow
 from smpp import CommandStatus, DeliverSm, MessageState
-from smpp.aio import SmppClient
+from smpp.aio import NotBoundError, SmppClient
 from smpp.constants import ESM_CLASS_TYPE_MASK, EsmClass
 from smpp.receipt import ReceiptError, parse_receipt, stat_to_state
 
@@ -57,7 +57,8 @@ class Upstream:
     ) -> None:
         self.name = settings.name
         self.settings = settings
-        self.window = settings.window
+        self.sessions = settings.sessions
+        self.window = settings.window * settings.sessions  # submit_sm in flight, all sessions
         # Set by the dispatcher: told of bind changes and of final receipts
         # (upstream, upstream message id, delivered), which the route selector learns from.
         self.on_bound_change: Callable[[Upstream, bool], None] | None = None
@@ -67,49 +68,71 @@ class Upstream:
         self.store = store
         self.bus = bus
         self.metrics = metrics
-        self.client = SmppClient(
-            host if host is not None else settings.host,
-            port if port is not None else settings.port,
-            system_id=settings.system_id,
-            password=settings.password,
-            system_type=settings.system_type,
-            bind=settings.bind,
-            window=settings.window,
-            tps=float(settings.tps),
-            tps_burst=max(1, settings.window),
-            response_timeout=response_timeout,
-            on_deliver_sm=self._on_deliver_sm,
-            on_pdu=metrics.pdu_observer("upstream"),
-            on_state_change=self._on_state_change,
-        )
+        self.clients = [
+            SmppClient(
+                host if host is not None else settings.host,
+                port if port is not None else settings.port,
+                system_id=settings.system_id,
+                password=settings.password,
+                system_type=settings.system_type,
+                bind=settings.bind,
+                window=settings.window,
+                tps=settings.tps / settings.sessions,
+                tps_burst=max(1, settings.window),
+                response_timeout=response_timeout,
+                on_deliver_sm=self._on_deliver_sm,
+                on_pdu=metrics.pdu_observer("upstream"),
+                on_state_change=self._on_state_change,
+            )
+            for _ in range(settings.sessions)
+        ]
+        self._next = 0
         self.metrics.child(self.metrics.upstream_bound, self.name).set(0)
         self.metrics.child(self.metrics.upstream_inflight, self.name).set(0)
         self._bound_event = asyncio.Event()
 
     @property
     def bound(self) -> bool:
-        return self.client.bound
+        return any(c.bound for c in self.clients)
+
+    @property
+    def bound_sessions(self) -> int:
+        return sum(1 for c in self.clients if c.bound)
+
+    def pick(self) -> tuple[int, SmppClient]:
+        """The next bound session, round robin: (its index, its client)."""
+        for _ in range(len(self.clients)):
+            index = self._next
+            self._next = (index + 1) % len(self.clients)
+            client = self.clients[index]
+            if client.bound:
+                return index, client
+        raise NotBoundError(f"no session to {self.name} is bound")
 
     async def start(self) -> None:
-        await self.client.start()
+        for client in self.clients:
+            await client.start()
 
     async def close(self) -> None:
-        await self.client.close()
+        await asyncio.gather(*(client.close() for client in self.clients))
 
     async def wait_bound(self) -> None:
-        while not self.client.bound:
+        while not self.bound:
             self._bound_event.clear()
             await self._bound_event.wait()
 
     def _on_state_change(self, bound: bool) -> None:
-        self.metrics.child(self.metrics.upstream_bound, self.name).set(1 if bound else 0)
+        sessions = self.bound_sessions
+        self.metrics.child(self.metrics.upstream_bound, self.name).set(sessions)
         if self.on_bound_change is not None:
-            self.on_bound_change(self, bound)
+            self.on_bound_change(self, sessions > 0)
         if bound:
-            log.info("upstream %s bound", self.name)
+            log.info("upstream %s bound (%d of %d sessions)", self.name, sessions, self.sessions)
             self._bound_event.set()
         else:
-            log.info("upstream %s not bound", self.name)
+            log.info(
+                "upstream %s lost a session (%d of %d bound)", self.name, sessions, self.sessions
+            )
 
     async def _on_deliver_sm(self, pdu: DeliverSm) -> int | None:
         if pdu.esm_class & ESM_CLASS_TYPE_MASK not in _RECEIPT_TYPES:

@@ -176,3 +176,21 @@ async def _smpp_load(settings: Any, total: int = 400) -> None:
             assert name in metrics, name
         assert 'smsgw_messages_accepted_total{account="acme",interface="smpp"} 400.0' in metrics
         assert "34600123456" not in metrics
+
+
+async def test_several_sessions_to_one_upstream_share_the_traffic(tmp_path: Path) -> None:
+    async with Simulator(SimulatorOptions(dlr_delay_ms=5)) as simulator:
+        settings = settings_for(tmp_path, upstreams=[_upstream(simulator, sessions=3)])
+        async with running(settings) as gateway, aiohttp.ClientSession() as http:
+            (upstream,) = gateway.upstreams
+            async with asyncio.timeout(WAIT):
+                while upstream.bound_sessions < 3:
+                    await asyncio.sleep(0.01)
+            await _post(http, base_url(gateway), 90)
+            await wait_counts(gateway, lambda c: c.get("delivered", 0) == 90)
+            metrics = gateway.metrics.render().decode()
+            assert 'smsgw_upstream_bound{route="up"} 3.0' in metrics
+            await upstream.clients[0].close()  # one session goes away: the others carry on
+            await _post(http, base_url(gateway), 30)
+            await wait_counts(gateway, lambda c: c.get("delivered", 0) == 120)
+        assert simulator.binds >= 3

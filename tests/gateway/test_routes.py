@@ -54,7 +54,7 @@ def test_a_price_file_overrides_inline_prices_and_bad_lines_are_named(tmp_path: 
 def test_without_a_default_a_route_serves_only_what_it_prices() -> None:
     settings = parse_settings({"upstreams": [_upstream(prices={"34": 0.05})]})
     table = RouteTable(load_routes(settings.upstreams), RoutingSettings())
-    table.bound("a", True, 10)
+    table.bound("a", 1, 10)
     assert table.select(
         "+34600123456", policy="cheapest", sender="ACME", max_price=None
     ).routes == ("a",)
@@ -66,7 +66,7 @@ def test_without_a_default_a_route_serves_only_what_it_prices() -> None:
 def test_a_dropped_session_is_one_failure_for_the_breaker_not_one_per_submit() -> None:
     settings = parse_settings({"upstreams": [_upstream(prices={"default": 0.05})]})
     table = RouteTable(load_routes(settings.upstreams), RoutingSettings(breaker_failures=2))
-    table.bound("a", True, 50)
+    table.bound("a", 1, 50)
     for _ in range(40):
         table.submitting("a")
     for _ in range(40):
