@@ -111,12 +111,13 @@ def _decode_tlvs(
     unknown: list[tuple[int, bytes]] | None = None
     unpack = _TL.unpack_from
     while pos < end:
-        if end - pos < 4:
+        try:
+            tag, length = unpack(data, pos)
+        except struct.error:
             raise MalformedPdu(
                 f"{end - pos} octets left at offset {pos}, too few for a TLV header",
                 field="optional parameters",
-            )
-        tag, length = unpack(data, pos)
+            ) from None
         pos += 4
         stop = pos + length
         if stop > end:
@@ -133,11 +134,12 @@ def _decode_tlvs(
         else:
             name, spec, fast, limit = known
             # The common cases inline; _tlv_value checks the rest and explains.
-            if fast == _FAST_U8 and length == 1:
+            # 1, 2, 3: _FAST_U8, _FAST_OCTETS, _FAST_CSTR (literals: no lookups).
+            if fast == 1 and length == 1:
                 d[name] = data[pos]
-            elif fast == _FAST_OCTETS and length <= limit:
+            elif fast == 2 and length <= limit:
                 d[name] = data[pos:stop]
-            elif fast == _FAST_CSTR and 0 < length <= limit and data[stop - 1] == 0:
+            elif fast == 3 and 0 < length <= limit and data[stop - 1] == 0:
                 value = data[pos : stop - 1]
                 if 0 in value:
                     raise MalformedPdu("NUL inside the string", field=name)
@@ -391,11 +393,28 @@ def _tlv_writer(name: str, spec: TlvSpec) -> Callable[[Any], bytes]:
 
         return write_int
 
-    def write_octets(value: Any) -> bytes:
-        raw = value.encode("latin-1") + b"\x00" if kind == "cstr" else bytes(value)
-        if max_length and len(raw) > max_length:
-            raise LocalProtocolError(f"{len(raw)} octets, at most {max_length}", field=name)
-        return _TL.pack(tag, len(raw)) + raw
+    limit = max_length or 0xFFFF
+    pack = _TL.pack
+
+    def too_long(length: int) -> LocalProtocolError:
+        return LocalProtocolError(f"{length} octets, at most {max_length}", field=name)
+
+    if kind == "cstr":
+
+        def write_cstr(value: str) -> bytes:
+            raw = value.encode("latin-1")
+            length = len(raw) + 1
+            if length > limit:
+                raise too_long(length)
+            return b"%s%s\x00" % (pack(tag, length), raw)
+
+        return write_cstr
+
+    def write_octets(value: bytes) -> bytes:
+        length = len(value)
+        if length > limit:
+            raise too_long(length)
+        return pack(tag, length) + value  # TypeError for what is not bytes
 
     return write_octets
 
@@ -501,47 +520,51 @@ def _gen_encoder(cls: type[Pdu]) -> Callable[[Pdu], bytes]:
     specs = body_specs(cls)
     fixed = frozenset(["sequence_number", "command_status", *(name for name, _, _ in specs)])
     lines = ["def encode_pdu(pdu):", "    try:"]
-    parts: list[str] = []
+    # The body is one bytes %-format: a single C call instead of a join of
+    # pieces (%c takes an octet and refuses anything outside 0..255).
+    fmt: list[str] = []
+    args: list[str] = []
     body: list[str] = []
-    i = 0
-    while i < len(specs):
-        name, spec, _default = specs[i]
+    for i, (name, spec, _default) in enumerate(specs):
         kind = spec.kind
         if kind == "u8":
-            run = [name]
-            while i + 1 < len(specs) and specs[i + 1][1].kind == "u8":
-                i += 1
-                run.append(specs[i][0])
-            parts.append("bytes((" + "".join(f"pdu.{n}, " for n in run) + "))")
+            fmt.append("%c")
+            args.append(f"pdu.{name}")
         elif kind == "u32":
-            parts.append(f"_U32.pack(pdu.{name})")
+            fmt.append("%s")
+            args.append(f"_U32.pack(pdu.{name})")
         elif kind == "cstr":
             var = f"v{i}"
             body.append(f"{var} = pdu.{name}.encode('latin-1')")
             body.append(f"if len({var}) >= {spec.max_length} or 0 in {var}: raise _Invalid")
-            parts.append(var)
-            parts.append("b'\\x00'")
+            fmt.append("%s\\x00")
+            args.append(var)
         elif kind == "short_message":
             var = f"v{i}"
             body.append(f"{var} = pdu.{name}")
             body.append(
                 f"if len({var}) > {spec.max_length} or not isinstance({var}, bytes): raise _Invalid"
             )
-            parts.append(f"bytes((len({var}),))")
-            parts.append(var)
+            fmt.append("%c%s")
+            args.append(f"len({var})")
+            args.append(var)
         elif kind == "dests":
-            parts.append(f"_write_dests(pdu.{name})")
+            fmt.append("%s")
+            args.append(f"_write_dests(pdu.{name})")
         elif kind == "unsuccess":
-            parts.append(f"_write_unsuccess(pdu.{name})")
-        i += 1
+            fmt.append("%s")
+            args.append(f"_write_unsuccess(pdu.{name})")
     lines.extend("        " + b for b in body)
     # Header and body fields come first in the instance dict; TLVs follow (see smpp.pdu._pdu).
     n_fixed = len(fixed)
     lines.append("        d = pdu.__dict__")
     lines.append(
-        f"        tlvs = _encode_tlvs(islice(d.items(), {n_fixed}, None)) if len(d) > {n_fixed} else b''"
+        f"        tlvs = b''.join([W[k](v) for k, v in islice(d.items(), {n_fixed}, None)]) "
+        f"if len(d) > {n_fixed} else b''"
     )
-    lines.append("        body = b''.join((" + "".join(p + ", " for p in parts) + "tlvs,))")
+    fmt.append("%s")
+    args.append("tlvs")
+    lines.append(f"        body = b'{''.join(fmt)}' % (" + "".join(a + ", " for a in args) + ")")
     lines.append(
         f"        return _HEADER.pack({HEADER_LENGTH} + len(body), {cls.command_id}, "
         "pdu.command_status, pdu.sequence_number) + body"
@@ -552,6 +575,7 @@ def _gen_encoder(cls: type[Pdu]) -> Callable[[Pdu], bytes]:
     lines.append("        raise _explain_encode(pdu, exc) from None")
     namespace: dict[str, Any] = {
         "islice": islice,
+        "W": _TLV_WRITERS,
         "_HEADER": _HEADER,
         "_U32": _U32,
         "_Invalid": _Invalid,
