@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from gateway.config import Settings, UpstreamSettings, parse_listen
 from gateway.dispatch import Dispatcher
 from gateway.events import StatusBus
 from gateway.http_api import HttpDeps, create_app, start_http
-from gateway.lifecycle import Status
+from gateway.lifecycle import FINAL, Status
 from gateway.messages import MessageService
 from gateway.metrics import Metrics
 from gateway.migrate import upgrade_async
@@ -82,7 +81,7 @@ class _LatencyTracker:
                     self.metrics.child(self.metrics.delivery_latency, route).observe(
                         max(0.0, change.at.timestamp() - submitted)
                     )
-            elif change.status.value in ("undelivered", "expired", "rejected", "failed"):
+            elif change.status in FINAL:
                 self._submitted.pop(change.message_id, None)
 
 
@@ -106,7 +105,6 @@ class Gateway:
         self._mqtt: MqttPublisher | None = None
         self._http: web.AppRunner | None = None
         self.endpoints: Endpoints | None = None
-        self.started_at = time.monotonic()
 
     @property
     def store(self) -> Store:

@@ -41,7 +41,7 @@ from typing import Any
 from gateway.config import DispatchSettings, RoutingSettings
 from gateway.events import StatusBus
 from gateway.lifecycle import Status
-from gateway.messages import mask_number
+from gateway.logs import mask_number
 from gateway.metrics import Metrics
 from gateway.routes import RouteTable, SubmitOutcome
 from gateway.store import (
@@ -70,10 +70,6 @@ FINAL_RECEIPT, INTERMEDIATE_RECEIPTS = 0x01, 0x10
 # How often messages waiting for a route, and queues of upstreams that went
 # away, are looked at again (besides every bind change).
 REROUTE_INTERVAL = 0.05
-
-_SUBMIT_OUTCOME: dict[int, SubmitOutcome] = {
-    CommandStatus.RTHROTTLED: SubmitOutcome.THROTTLED,
-}
 
 
 @dataclass(slots=True)
@@ -524,7 +520,10 @@ class Dispatcher:
             self.metrics.child(self.metrics.submit_errors, upstream.name, name).inc()
             if status in TEMPORARY_STATUSES:
                 self.routes.answered(
-                    upstream.name, _SUBMIT_OUTCOME.get(status, SubmitOutcome.TEMPORARY)
+                    upstream.name,
+                    SubmitOutcome.THROTTLED
+                    if status == CommandStatus.RTHROTTLED
+                    else SubmitOutcome.TEMPORARY,
                 )
                 self._retry(upstream, item, name)
                 return "throttled" if status == CommandStatus.RTHROTTLED else "retry"

@@ -28,13 +28,13 @@ from multidict import CIMultiDict
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from gateway.logs import mask_number
 from gateway.messages import (
     ENCODING_BY_NAME,
     MessageService,
     QueueFull,
     Submission,
     SubmissionError,
-    mask_number,
     parse_destination,
 )
 from gateway.metrics import Metrics

@@ -37,7 +37,7 @@ _RECORD_ATTRIBUTES: Final = frozenset(vars(logging.makeLogRecord({}))) | {
 
 
 def mask_number(number: str) -> str:
-    """For logs: ``+34600***456`` (as `gateway.messages.mask_number`)."""
+    """For logs: ``+34600***456``. Never log a whole number at INFO."""
     if len(number) <= 6:
         return "***"
     return f"{number[:6]}***{number[-3:]}"

@@ -18,6 +18,7 @@ import phonenumbers
 
 from gateway.ids import new_message_id
 from gateway.lifecycle import Status
+from gateway.logs import mask_number as mask_number  # re-exported; defined once, in logs
 from gateway.metrics import Metrics
 from gateway.store import Account, CancelOutcome, MessageRecord, NewMessage, Store, utcnow
 from smpp import text as smstext
@@ -81,13 +82,6 @@ def _valid_e164(candidate: str) -> str | None:
     if not phonenumbers.is_valid_number(parsed):
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
-def mask_number(number: str) -> str:
-    """For logs: ``+34600***456``. Never log a whole number at INFO."""
-    if len(number) <= 6:
-        return "***"
-    return f"{number[:6]}***{number[-3:]}"
 
 
 @dataclass(frozen=True, slots=True)

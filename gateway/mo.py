@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 
 from gateway.config import AccountSettings
-from gateway.messages import mask_number
+from gateway.logs import mask_number
 from gateway.mqtt import MqttPublisher
 from gateway.store import format_time, utcnow
 from smpp import CommandStatus, DeliverSm, Ton

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from gateway.ratelimit import TpsLimiter
 from smpp.aio import ConnectionLostError, ResponseTimeoutError, ServerSession, SmppServer
 from smpp.aio.server import Bind
 from smpp.constants import (
@@ -192,7 +193,7 @@ class Simulator:
             self.options.first_id if self.options.first_id is not None else time.time_ns() // 1000
         )
         # GCRA token bucket for max_tps: the theoretical arrival time.
-        self._tat = 0.0
+        self._limiter = TpsLimiter()
         # Receipts not yet due: (due, sequence, receipt), with one timer for the head.
         self._heap: list[tuple[float, int, _PendingReceipt]] = []
         self._heap_seq = 0
@@ -338,7 +339,7 @@ class Simulator:
         if new.seed != self.options.seed:
             self._rng = random.Random(new.seed)
         if new.max_tps != self.options.max_tps:
-            self._tat = 0.0
+            self._limiter = TpsLimiter()
         self.options = new
 
     # --- observing --------------------------------------------------------------
@@ -399,17 +400,8 @@ class Simulator:
     # --- submissions ------------------------------------------------------------
 
     def _throttle(self) -> bool:
-        """True if this submit_sm is over max_tps (GCRA, one second of burst)."""
-        tps = self.options.max_tps
-        if tps <= 0:
-            return False
-        now = asyncio.get_running_loop().time()
-        interval = 1.0 / tps
-        tat = max(self._tat, now)
-        if tat - now > 1.0 - interval:
-            return True
-        self._tat = tat + interval
-        return False
+        """True if this submit_sm is over max_tps (one second of burst, as the gateway's limits)."""
+        return not self._limiter.allow(0, self.options.max_tps)
 
     async def _submit(self, session: ServerSession, pdu: SubmitSm | DataSm) -> str:
         options = self.options

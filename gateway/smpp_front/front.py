@@ -38,12 +38,12 @@ from datetime import datetime, timedelta
 from gateway.config import SmppSettings, parse_listen
 from gateway.events import StatusBus
 from gateway.lifecycle import FINAL, Status
+from gateway.logs import mask_number
 from gateway.messages import (
     MessageService,
     QueueFull,
     Submission,
     SubmissionError,
-    mask_number,
     parse_destination,
 )
 from gateway.metrics import Metrics
