@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import Metrics, command_label, status_label
+from gateway.metrics import SUBMIT_BUCKETS, Metrics, command_label, status_label
 from smpp import CommandId, CommandStatus, SubmitSm
 from smpp.aio import ServerSession, SmppClient, SmppServer
 from smpp.aio._connection import _HeaderTap
@@ -269,6 +270,80 @@ def test_observe_commit_and_pdu_labels() -> None:
     }
     with pytest.raises(ValueError):
         m.pdu_observer("smsc")
+
+
+def test_fast_path_updates_show_in_the_exposition() -> None:
+    # child(), observe_commit() and the PDU observer add to the values directly;
+    # /metrics must show them with their labels as prometheus_client's own methods would.
+    m = Metrics()
+    accepted = m.child(m.messages_accepted, "acme", "smpp")
+    accepted.inc()
+    accepted.inc(2)
+    m.messages_accepted.labels("acme", "smpp").inc()  # prometheus_client's way: the same series
+    inflight = m.child(m.upstream_inflight, "up")
+    inflight.inc()
+    inflight.inc()
+    inflight.dec()
+    m.child(m.queue_depth).set(5)
+    for seconds in (0.001, 0.0011, 0.2, 7200):
+        m.child(m.submit_latency, "up").observe(seconds)
+    m.observe_commit(3, 0.0004)
+    on_pdu = m.pdu_observer("upstream")
+    for _ in range(3):
+        on_pdu("out", CommandId.SUBMIT_SM, 0)
+    on_pdu("in", 0x11111111, 0x600)
+    on_pdu("in", 0x22222222, 0x700)  # garbage twice: one series
+
+    exposed = samples(m)
+
+    def value(name: str, **labels: str) -> float:
+        found = [v for n, ls, v in exposed if n == name and ls == labels]
+        assert len(found) == 1, (name, labels, found)
+        return found[0]
+
+    assert value("smsgw_messages_accepted_total", account="acme", interface="smpp") == 4
+    assert value("smsgw_upstream_inflight", route="up") == 1
+    assert value("smsgw_queue_depth") == 5
+    bucket = "smsgw_submit_latency_seconds_bucket"
+    assert value(bucket, route="up", le="0.001") == 1  # a bound counts in its own bucket
+    assert value(bucket, route="up", le="0.0025") == 2
+    assert value(bucket, route="up", le="0.25") == 3
+    assert value(bucket, route="up", le="3600.0") == 3
+    assert value(bucket, route="up", le="+Inf") == 4
+    assert value("smsgw_submit_latency_seconds_count", route="up") == 4
+    assert value("smsgw_submit_latency_seconds_sum", route="up") == pytest.approx(7200.2021)
+    assert value("smsgw_store_batch_operations_bucket", le="2.0") == 0
+    assert value("smsgw_store_batch_operations_bucket", le="5.0") == 1
+    assert value("smsgw_store_batch_operations_sum") == 3
+    assert value("smsgw_store_commit_seconds_bucket", le="0.0005") == 1
+    assert value("smsgw_store_commit_seconds_count") == 1
+    pdu = {"direction": "out", "side": "upstream", "command": "submit_sm", "status": "ESME_ROK"}
+    assert value("smsgw_smpp_pdus_total", **pdu) == 3
+    garbage = {"direction": "in", "side": "upstream", "command": "unknown", "status": "unknown"}
+    assert value("smsgw_smpp_pdus_total", **garbage) == 2
+    # Each series keeps the _created sample prometheus_client gives its children.
+    assert value("smsgw_smpp_pdus_created", **pdu) > 0
+    assert value("smsgw_submit_latency_seconds_created", route="up") > 0
+
+
+def test_histogram_values_bucket_as_prometheus_client_does() -> None:
+    amounts = (-1.0, 0.0, 0.001, 0.0010001, 0.5, 3600.0, 3600.5, 1e12, float("inf"))
+    reference = Histogram("h", "h", ["route"], buckets=SUBMIT_BUCKETS, registry=CollectorRegistry())
+    m = Metrics()
+    for amount in amounts:
+        reference.labels("up").observe(amount)
+        m.child(m.submit_latency, "up").observe(amount)
+
+    def exposed(families: Any, prefix: str) -> list[tuple[str, float]]:
+        return [
+            (s.name.removeprefix(prefix) + s.labels.get("le", ""), s.value)
+            for f in families
+            for s in f.samples
+            if not s.name.endswith("_created")
+        ]
+
+    ours = [f for f in m.registry.collect() if f.name == "smsgw_submit_latency_seconds"]
+    assert exposed(ours, "smsgw_submit_latency_seconds") == exposed(reference.collect(), "h")
 
 
 def test_command_and_status_labels() -> None:
