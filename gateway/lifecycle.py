@@ -54,7 +54,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum, StrEnum
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "FINAL",
@@ -237,10 +237,11 @@ class MessageProgress:
     error: str | None
 
 
-def _last(times: Sequence[datetime | None]) -> datetime | None:
-    if not times or any(t is None for t in times):
+def _last(times: list[datetime | None]) -> datetime | None:
+    # `in` and max() loop in C: this runs for every submit_sm_resp and receipt.
+    if not times or None in times:
         return None
-    return max(t for t in times if t is not None)
+    return max(cast(list[datetime], times))
 
 
 def aggregate(segments: int, parts: Sequence[PartState], unsent: Status) -> MessageProgress:
@@ -252,16 +253,27 @@ def aggregate(segments: int, parts: Sequence[PartState], unsent: Status) -> Mess
     """
     if segments < 1:
         raise ValueError("a message has at least one segment")
-    by_seq = {p.seqnum: p for p in parts}
-    every = [by_seq.get(n, PartState(seqnum=n)) for n in range(1, segments + 1)]
+    # This runs for every submit_sm_resp and receipt, hence the shortcuts: most
+    # messages have one part, and a PartState is only built for a missing one
+    # (building one per part to throw it away cost more than all the rest).
+    every: Sequence[PartState]
+    if segments == 1 and len(parts) == 1 and parts[0].seqnum == 1:
+        every = parts
+    else:
+        by_seq = {p.seqnum: p for p in parts}
+        every = [by_seq.get(n) or PartState(seqnum=n) for n in range(1, segments + 1)]
     failed = [p for p in every if p.status in _SEVERITY]
     if failed:
-        worst = max(failed, key=lambda p: (_SEVERITY[p.status], -p.seqnum))
+        worst = (
+            failed[0]
+            if len(failed) == 1
+            else max(failed, key=lambda p: (_SEVERITY[p.status], -p.seqnum))
+        )
         status, error = worst.status, worst.error
     elif all(p.status is Status.DELIVERED for p in every):
         status, error = Status.DELIVERED, None
     else:
-        least = min(_RANK[p.status] for p in every)
+        least = min([_RANK[p.status] for p in every])
         status = {0: unsent, 1: Status.SUBMITTED}.get(least, Status.ENROUTE)
         error = None
     delivered = status is Status.DELIVERED

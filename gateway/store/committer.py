@@ -343,7 +343,7 @@ class _SyncConnection:
         return self._conn.execute(statement, parameters, **kwargs)
 
     def fetchall_raw(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        """The DBAPI's execute and fetchall: rows in database form (see ops._select_rows)."""
+        """The DBAPI's execute and fetchall: rows in database form (see ops._select)."""
         cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(sql, parameters)
@@ -352,7 +352,7 @@ class _SyncConnection:
             cursor.close()
 
     def executemany_raw(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        """The DBAPI's executemany with rows already in database form (see ops._write_rows)."""
+        """The DBAPI's executemany with rows already in database form (see ops._insert)."""
         cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(sql, rows)

@@ -10,11 +10,10 @@ is enabled on the store (``EnableMqttOutbox``), every event also gets an mqtt_ou
 
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self, TypeVar
@@ -35,7 +34,6 @@ from gateway.store.records import (
     format_time,
 )
 from gateway.store.tables import (
-    UtcTimestamp,
     accounts,
     events,
     idempotency_keys,
@@ -70,6 +68,183 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
+# ------------------------------------------------- rows in the connection's forms
+#
+# On SQLite the group committer's connection is a plain sqlite3 one (see
+# committer._SyncConnection). There the hot statements skip SQLAlchemy, whose
+# per-row parameter processing cost more than SQLite's own work: the operations
+# build each row as a tuple already in database form, the forms the column types
+# write (UtcTimestamp -> integer microseconds, JSON -> its json.dumps text), and
+# hand the rows to the driver's executemany. Through SQLAlchemy (PostgreSQL) the
+# same tuples carry Python values and become the Core statements' parameters.
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _db_time(at: datetime) -> int:
+    """A UtcTimestamp as SQLite stores it (tables.UtcTimestamp.process_bind_param)."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def _db_time_or_none(at: datetime | None) -> int | None:
+    return None if at is None else (at - _EPOCH) // _MICROSECOND
+
+
+def _python_time(value: int | None) -> datetime | None:
+    """A UtcTimestamp read straight from SQLite (tables.UtcTimestamp.process_result_value)."""
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def _as_is(value: T) -> T:
+    return value
+
+
+# json.dumps(value) with its defaults, which is what sa.JSON writes, without the
+# encoder json.dumps builds on every call: per event that was a third of the cost.
+# The C encoder json.dumps itself uses, minus the check for circular references
+# (details are small dicts of plain values).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_make_encoder is not None:
+    _encode_json = _c_make_encoder(
+        None,
+        json.JSONEncoder().default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ": ",
+        ", ",
+        False,
+        False,
+        True,
+    )
+
+    def _json_text(value: Any) -> str:
+        return "".join(_encode_json(value, 0))
+
+else:  # pragma: no cover - CPython has the C encoder
+
+    def _json_text(value: Any) -> str:
+        return json.dumps(value)
+
+
+# json.dumps(value, separators=(",", ":"), sort_keys=True): webhook bodies and
+# MQTT payloads. One encoder for every call (it keeps no state between calls).
+_compact_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+
+
+@dataclass(frozen=True, slots=True)
+class _Forms:
+    """How values go into the statements of one connection (see above)."""
+
+    raw: bool  # the writer's sqlite3 connection: tuples straight to the driver
+    time: Callable[[datetime], Any]
+    time_or_none: Callable[[datetime | None], Any]
+    read_time: Callable[[Any], datetime | None]  # a selected UtcTimestamp, as a datetime
+    json: Callable[[Any], Any]
+    read_json: Callable[[Any], Any]  # a selected JSON column, as Python values
+
+    @staticmethod
+    def of(conn: AsyncConnection) -> _Forms:
+        return _RAW if isinstance(conn, _SyncConnection) else _CORE
+
+
+_RAW = _Forms(True, _db_time, _db_time_or_none, _python_time, _json_text, json.loads)
+_CORE = _Forms(False, _as_is, _as_is, _as_is, _as_is, _as_is)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+async def _insert(
+    conn: AsyncConnection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """INSERT rows: tuples of `columns`, in the connection's forms."""
+    if isinstance(conn, _SyncConnection):
+        conn.executemany_raw(_insert_sql(table.name, columns), rows)
+    else:
+        await conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+@functools.lru_cache(maxsize=64)
+def _update_sql(table: str, values: tuple[str, ...], keys: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{c} = ?" for c in values)
+    return f"UPDATE {table} SET {sets} WHERE {' AND '.join(f'{k} = ?' for k in keys)}"
+
+
+# Built once: a statement built per batch costs its construction and cache key.
+_UPDATES: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
+
+
+def _update_statement(table: sa.Table, values: tuple[str, ...], keys: tuple[str, ...]) -> Any:
+    found = _UPDATES.get((table.name, values, keys))
+    if found is None:
+        found = _UPDATES[(table.name, values, keys)] = (
+            table.update()
+            .where(*(table.c[k] == sa.bindparam(f"b_{k}") for k in keys))
+            .values({c: sa.bindparam(c) for c in values})
+        )
+    return found
+
+
+async def _update(
+    conn: AsyncConnection,
+    table: sa.Table,
+    values: tuple[str, ...],
+    keys: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+) -> None:
+    """UPDATE table SET values WHERE keys, per row: tuples of the values, then the
+    keys, in the connection's forms."""
+    if isinstance(conn, _SyncConnection):
+        conn.executemany_raw(_update_sql(table.name, values, keys), rows)
+    else:
+        names = (*values, *(f"b_{k}" for k in keys))
+        await conn.execute(
+            _update_statement(table, values, keys),
+            [dict(zip(names, row, strict=True)) for row in rows],
+        )
+
+
+_SELECTS: dict[tuple[str, tuple[str, ...], str], Any] = {}
+
+
+async def _select(
+    conn: AsyncConnection,
+    table: sa.Table,
+    columns: tuple[str, ...],
+    key: str,
+    ids: Sequence[Any],
+    extra: tuple[str, Any] | None = None,
+) -> Sequence[Sequence[Any]]:
+    """`columns` of the rows of `table` whose `key` is one of `ids` (and, with
+    `extra` = (column, value), whose column has that value), in the connection's forms."""
+    if isinstance(conn, _SyncConnection):
+        where = f"{key} IN ({', '.join('?' * len(ids))})"
+        parameters = tuple(ids)
+        if extra is not None:
+            where = f"{extra[0]} = ? AND {where}"
+            parameters = (extra[1], *parameters)
+        return conn.fetchall_raw(
+            f"SELECT {', '.join(columns)} FROM {table.name} WHERE {where}", parameters
+        )
+    cache_key = (table.name, columns, key if extra is None else f"{extra[0]}, {key}")
+    statement = _SELECTS.get(cache_key)
+    if statement is None:
+        statement = sa.select(*(table.c[c] for c in columns)).where(
+            table.c[key].in_(sa.bindparam("ids", expanding=True))
+        )
+        if extra is not None:
+            statement = statement.where(table.c[extra[0]] == sa.bindparam("extra"))
+        _SELECTS[cache_key] = statement
+    parameters_: dict[str, Any] = {"ids": list(ids)}
+    if extra is not None:
+        parameters_["extra"] = extra[1]
+    return list(await conn.execute(statement, parameters_))
+
+
 # --------------------------------------------------------------------------- accept
 
 
@@ -89,6 +264,7 @@ class AcceptMessage(WriteOp[AcceptResult]):
 
     @classmethod
     async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[AcceptResult]:
+        forms = _Forms.of(conn)
         keyed = [op for op in ops if op.idempotency_key is not None]
         known: dict[tuple[int, str], tuple[str, str]] = {}
         for chunk in _chunks(keyed):
@@ -103,16 +279,18 @@ class AcceptMessage(WriteOp[AcceptResult]):
             )
             for row in rows:
                 known[(row.account_id, row.key)] = (row.message_id, row.response)
-        account_ids = {op.message.account_id for op in ops}
-        rows = await conn.execute(
-            sa.select(accounts.c.id, accounts.c.callback_url).where(accounts.c.id.in_(account_ids))
-        )
-        default_callback = {row.id: row.callback_url for row in rows}
+        account_ids = list({op.message.account_id for op in ops})
+        default_callback: dict[int, str | None] = {
+            row[0]: row[1]
+            for row in await _select(conn, accounts, ("id", "callback_url"), "id", account_ids)
+        }
 
         results: list[AcceptResult] = []
-        message_rows: list[dict[str, Any]] = []
-        event_rows: list[dict[str, Any]] = []
-        key_rows: list[dict[str, Any]] = []
+        message_rows: list[tuple[Any, ...]] = []
+        event_rows: list[tuple[Any, ...]] = []
+        key_rows: list[tuple[Any, ...]] = []
+        mqtt_rows: list[tuple[Any, ...]] | None = [] if _mqtt_outbox_enabled() else None
+        time, time_or_none = forms.time, forms.time_or_none
         for op in ops:
             m = op.message
             if m.account_id not in default_callback:
@@ -124,67 +302,91 @@ class AcceptMessage(WriteOp[AcceptResult]):
                 continue
             scheduled = m.send_at is not None and m.send_at > m.created_at
             status = Status.SCHEDULED if scheduled else Status.ACCEPTED
+            status_value = status._value_  # .value without the enum's descriptor
+            created_at = time(m.created_at)
+            send_at = time_or_none(m.send_at)
             message_rows.append(
-                {
-                    "id": m.id,
-                    "account_id": m.account_id,
-                    "interface": m.interface,
-                    "source": m.source,
-                    "destination": m.destination,
-                    "text": m.text,
-                    "encoding": m.encoding,
-                    "data_coding": m.data_coding,
-                    "segments": m.segments,
-                    "registered_delivery": m.registered_delivery,
-                    "client_ref": m.client_ref,
-                    "callback_url": m.callback_url or default_callback[m.account_id],
-                    "status": status.value,
-                    "send_at": m.send_at,
-                    "valid_until": m.valid_until,
-                    "due_at": m.send_at if scheduled else m.created_at,
-                    "attempts": 0,
-                    "created_at": m.created_at,
-                    "updated_at": m.created_at,
-                }
+                (
+                    m.id,
+                    m.account_id,
+                    m.interface,
+                    m.source,
+                    m.destination,
+                    m.text,
+                    m.encoding,
+                    m.data_coding,
+                    m.segments,
+                    m.registered_delivery,
+                    m.client_ref,
+                    m.callback_url or default_callback[m.account_id],
+                    status_value,
+                    send_at,
+                    time_or_none(m.valid_until),
+                    send_at if scheduled else created_at,  # due_at
+                    0,  # attempts
+                    created_at,
+                    created_at,  # updated_at
+                )
             )
-            event_rows.append(
-                {
-                    "message_id": m.id,
-                    "status": status.value,
-                    "at": m.created_at,
-                    "detail": {"interface": m.interface},
-                }
-            )
+            event_rows.append((m.id, status_value, created_at, _accept_detail(forms, m.interface)))
+            if mqtt_rows is not None:
+                mqtt_rows.append(_mqtt_row(m.id, m.account_id, status, m.created_at, created_at))
             if key is not None:
                 response = op.response if op.response is not None else ""
                 known[key] = (m.id, response)
-                key_rows.append(
-                    {
-                        "account_id": m.account_id,
-                        "key": op.idempotency_key,
-                        "message_id": m.id,
-                        "response": response,
-                        "created_at": m.created_at,
-                    }
-                )
+                key_rows.append((m.account_id, op.idempotency_key, m.id, response, created_at))
             results.append(AcceptResult(m.id, status))
         if message_rows:
-            await _insert_rows(conn, messages, message_rows)
-            await _insert_rows(conn, events, event_rows)
-            if _mqtt_outbox_enabled():
-                await conn.execute(
-                    mqtt_outbox.insert(),
-                    [
-                        _mqtt_row(m["id"], m["account_id"], Status(m["status"]), m["created_at"])
-                        for m in message_rows
-                    ],
-                )
+            await _insert(conn, messages, _MESSAGE_INSERTED, message_rows)
+            await _insert(conn, events, _EVENT_COLUMNS, event_rows)
+            if mqtt_rows:
+                await _insert(conn, mqtt_outbox, _MQTT_COLUMNS, mqtt_rows)
         if key_rows:
-            await conn.execute(idempotency_keys.insert(), key_rows)
+            await _insert(conn, idempotency_keys, _IDEMPOTENCY_COLUMNS, key_rows)
         return results
 
 
+_MESSAGE_INSERTED = (
+    "id",
+    "account_id",
+    "interface",
+    "source",
+    "destination",
+    "text",
+    "encoding",
+    "data_coding",
+    "segments",
+    "registered_delivery",
+    "client_ref",
+    "callback_url",
+    "status",
+    "send_at",
+    "valid_until",
+    "due_at",
+    "attempts",
+    "created_at",
+    "updated_at",
+)
+_EVENT_COLUMNS = ("message_id", "status", "at", "detail")
+_IDEMPOTENCY_COLUMNS = ("account_id", "key", "message_id", "response", "created_at")
+
+# The accepted event's detail as JSON text, per interface: the same for every message.
+_ACCEPT_DETAIL_TEXT: dict[str, str] = {}
+
+
+def _accept_detail(forms: _Forms, interface: str) -> Any:
+    if not forms.raw:
+        return {"interface": interface}
+    text = _ACCEPT_DETAIL_TEXT.get(interface)
+    if text is None:
+        text = _ACCEPT_DETAIL_TEXT[interface] = _json_text({"interface": interface})
+    return text
+
+
 # ------------------------------------------------------------ the status workspace
+
+_STATUS: Mapping[str, Status] = {s.value: s for s in Status}  # faster than Status(value)
+_UNSENT = frozenset({Status.ACCEPTED, Status.SCHEDULED})
 
 
 @dataclass(slots=True)
@@ -197,28 +399,77 @@ class _Part:
     dirty: bool = False
 
 
-@dataclass(slots=True)
-class _Message:
-    row: dict[str, Any]
-    parts: dict[int, _Part]
-    dirty: bool = False
-
-    @property
-    def status(self) -> Status:
-        return Status(self.row["status"])
+@functools.lru_cache(maxsize=256)
+def _unsent_part(seqnum: int) -> PartState:
+    """A part not submitted yet. PartState is frozen, so one per seqnum serves all."""
+    return PartState(seqnum)
 
 
-_MESSAGE_MUTABLE = (
+# The columns of a message that status changes read: _Message's fields, in order.
+_MESSAGE_LOADED = (
+    "id",
+    "account_id",
+    "interface",
+    "segments",
+    "registered_delivery",
+    "client_ref",
+    "callback_url",
     "status",
     "route",
     "price",
     "error",
-    "due_at",
-    "attempts",
+    "left_infrastructure_at",
+    "handed_to_carrier_at",
+    "delivered_at",
+)
+# What they write. due_at and attempts, which they never change, are left alone.
+_MESSAGE_WRITTEN = (
+    "status",
+    "route",
+    "price",
+    "error",
     "updated_at",
     "left_infrastructure_at",
     "handed_to_carrier_at",
     "delivered_at",
+)
+
+
+@dataclass(slots=True)
+class _Message:
+    """The columns of _MESSAGE_LOADED; the times are in the connection's forms (they
+    are only tested for None and written back), updated_at is set by every change."""
+
+    id: str
+    account_id: int
+    interface: str
+    segments: int
+    registered_delivery: int
+    client_ref: str | None
+    callback_url: str | None
+    status: Status
+    route: str | None
+    price: float | None
+    error: str | None
+    left_infrastructure_at: Any
+    handed_to_carrier_at: Any
+    delivered_at: Any
+    parts: dict[int, _Part] = field(default_factory=dict)
+    updated_at: Any = None
+    dirty: bool = False
+
+
+_PART_LOADED = (
+    "message_id",
+    "seqnum",
+    "upstream",
+    "upstream_message_id",
+    "status",
+    "price",
+    "error",
+    "submitted_at",
+    "handed_to_carrier_at",
+    "done_at",
 )
 _PART_MUTABLE = (
     "upstream",
@@ -231,126 +482,21 @@ _PART_MUTABLE = (
     "done_at",
     "updated_at",
 )
-
-_UPDATE_MESSAGE = (
-    messages.update()
-    .where(messages.c.id == sa.bindparam("b_id"))
-    .values({c: sa.bindparam(c) for c in _MESSAGE_MUTABLE})
+_PART_INSERTED = ("message_id", "seqnum", *_PART_MUTABLE)
+_WEBHOOK_COLUMNS = (
+    "message_id",
+    "account_id",
+    "url",
+    "body",
+    "status",
+    "attempts",
+    "last_error",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
 )
-_UPDATE_PART = (
-    parts.update()
-    .where(
-        parts.c.message_id == sa.bindparam("b_message_id"),
-        parts.c.seqnum == sa.bindparam("b_seqnum"),
-    )
-    .values({c: sa.bindparam(c) for c in _PART_MUTABLE})
-)
-
-
-# --- writing rows on the writer's own SQLite connection -------------------------
-#
-# On SQLite the group committer's connection is a plain sqlite3 one (see
-# committer._SyncConnection). There the hot inserts and updates skip
-# SQLAlchemy's per-row parameter processing, which cost more than SQLite's own
-# work: values are put in database form here (UtcTimestamp -> integer
-# microseconds, JSON -> text, the same forms the column types write) and go to
-# the driver's executemany. Everywhere else (PostgreSQL) the Core statements run.
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _converter(column: sa.Column[Any]) -> Any:
-    if isinstance(column.type, UtcTimestamp):
-        return lambda v: None if v is None else (v - _EPOCH) // _MICROSECOND
-    if isinstance(column.type, sa.JSON):
-        return lambda v: None if v is None else json.dumps(v)
-    return None
-
-
-_CONVERTERS: dict[str, dict[str, Any]] = {}
-
-
-def _converters(table: sa.Table) -> dict[str, Any]:
-    found = _CONVERTERS.get(table.name)
-    if found is None:
-        found = _CONVERTERS[table.name] = {
-            c.name: conv for c in table.c if (conv := _converter(c)) is not None
-        }
-    return found
-
-
-def _db_row(
-    columns: Sequence[str], row: Mapping[str, Any], conv: dict[str, Any]
-) -> tuple[Any, ...]:
-    return tuple(conv[c](row[c]) if c in conv else row[c] for c in columns)
-
-
-async def _insert_rows(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    if not isinstance(conn, _SyncConnection):
-        await conn.execute(table.insert(), rows)
-        return
-    columns = list(rows[0])
-    conv = _converters(table)
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-    )
-    conn.executemany_raw(sql, [_db_row(columns, r, conv) for r in rows])
-
-
-async def _update_rows(
-    conn: AsyncConnection,
-    table: sa.Table,
-    values: Sequence[str],
-    keys: Sequence[str],
-    rows: list[dict[str, Any]],
-    statement: Any,
-) -> None:
-    """UPDATE table SET values WHERE keys, per row; rows carry the keys as b_<key>."""
-    if not isinstance(conn, _SyncConnection):
-        await conn.execute(statement, rows)
-        return
-    conv = _converters(table)
-    columns = [*values, *(f"b_{k}" for k in keys)]
-    key_conv = {f"b_{k}": conv[k] for k in keys if k in conv}
-    sets = ", ".join(f"{c} = ?" for c in values)
-    where = " AND ".join(f"{k} = ?" for k in keys)
-    conn.executemany_raw(
-        f"UPDATE {table.name} SET {sets} WHERE {where}",
-        [_db_row(columns, r, {**conv, **key_conv}) for r in rows],
-    )
-
-
-def _reader(column: sa.Column[Any]) -> Any:
-    if isinstance(column.type, UtcTimestamp):
-        return lambda v: None if v is None else _EPOCH + timedelta(microseconds=v)
-    if isinstance(column.type, sa.JSON):
-        return lambda v: None if v is None else json.loads(v)
-    return None
-
-
-async def _select_rows(
-    conn: AsyncConnection, table: sa.Table, key: str, ids: Sequence[str], statement: Any
-) -> list[dict[str, Any]]:
-    """Rows of `table` whose `key` is in `ids`, as dicts of Python values."""
-    if not isinstance(conn, _SyncConnection):
-        return [dict(row._mapping) for row in await conn.execute(statement, {"ids": list(ids)})]
-    names = [c.name for c in table.c]
-    readers = [_reader(c) for c in table.c]
-    rows = conn.fetchall_raw(
-        f"SELECT {', '.join(names)} FROM {table.name} WHERE {key} IN ({', '.join('?' * len(ids))})",
-        tuple(ids),
-    )
-    return [
-        {n: (r(v) if r is not None else v) for n, r, v in zip(names, readers, row, strict=True)}
-        for row in rows
-    ]
-
-
-# Built once: a statement built per batch costs its construction and cache key.
-_LOAD_MESSAGES = sa.select(messages).where(messages.c.id.in_(sa.bindparam("ids", expanding=True)))
-_LOAD_PARTS = sa.select(parts).where(parts.c.message_id.in_(sa.bindparam("ids", expanding=True)))
+_SMPP_RECEIPT_COLUMNS = ("account_id", "message_id", "status", "error", "at", "sent_at")
+_MQTT_COLUMNS = ("message_id", "account_id", "payload", "created_at", "published_at")
 
 
 class _Workspace:
@@ -359,32 +505,45 @@ class _Workspace:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        self.forms = _Forms.of(conn)
         self.messages: dict[str, _Message] = {}
-        self._events: list[dict[str, Any]] = []
-        self._webhooks: list[dict[str, Any]] = []
-        self._receipts: list[dict[str, Any]] = []
-        self._mqtt: list[dict[str, Any]] = []
-        self._mqtt_enabled = _mqtt_outbox_enabled()
+        # Rows to insert at flush, in the connection's forms.
+        self._events: list[tuple[Any, ...]] = []
+        self._webhooks: list[tuple[Any, ...]] = []
+        self._receipts: list[tuple[Any, ...]] = []
+        self._mqtt: list[tuple[Any, ...]] | None = [] if _mqtt_outbox_enabled() else None
 
     async def load(self, message_ids: Iterable[str]) -> None:
         wanted = sorted({m for m in message_ids if m not in self.messages})
+        read_time = self.forms.read_time
+        found = self.messages
         for chunk in _chunks(wanted):
-            for row_dict in await _select_rows(self.conn, messages, "id", chunk, _LOAD_MESSAGES):
-                self.messages[row_dict["id"]] = _Message(row_dict, {})
-            for row in await _select_rows(self.conn, parts, "message_id", chunk, _LOAD_PARTS):
-                self.messages[row["message_id"]].parts[row["seqnum"]] = _Part(
-                    PartState(
-                        seqnum=row["seqnum"],
-                        status=Status(row["status"]),
-                        submitted_at=row["submitted_at"],
-                        handed_to_carrier_at=row["handed_to_carrier_at"],
-                        done_at=row["done_at"],
-                        error=row["error"],
-                    ),
-                    row["upstream"],
-                    row["upstream_message_id"],
-                    row["price"],
-                    stored=True,
+            for row in await _select(self.conn, messages, _MESSAGE_LOADED, "id", chunk):
+                msg = _Message(*row)
+                msg.status = _STATUS[row[7]]
+                found[msg.id] = msg
+            for (
+                message_id,
+                seqnum,
+                upstream,
+                upstream_message_id,
+                status,
+                price,
+                error,
+                submitted_at,
+                handed_to_carrier_at,
+                done_at,
+            ) in await _select(self.conn, parts, _PART_LOADED, "message_id", chunk):
+                state = PartState(
+                    seqnum,
+                    _STATUS[status],
+                    read_time(submitted_at),
+                    read_time(handed_to_carrier_at),
+                    read_time(done_at),
+                    error,
+                )
+                found[message_id].parts[seqnum] = _Part(
+                    state, upstream, upstream_message_id, price, stored=True
                 )
 
     def set_status(
@@ -399,14 +558,15 @@ class _Workspace:
         previous = msg.status
         if not lifecycle.transition(previous, new):
             return None
-        msg.row["status"] = new.value
-        msg.row["updated_at"] = at
+        at_db = self.forms.time(at)
+        msg.status = new
+        msg.updated_at = at_db
         if error is not None:
-            msg.row["error"] = error
-        if new is Status.DELIVERED and msg.row["delivered_at"] is None:
-            msg.row["delivered_at"] = at
+            msg.error = error
+        if new is Status.DELIVERED and msg.delivered_at is None:
+            msg.delivered_at = at_db
         msg.dirty = True
-        return self._record(msg, previous, new, at, detail)
+        return self._record(msg, previous, new, at, at_db, dict(detail))
 
     def update_part(
         self,
@@ -423,12 +583,11 @@ class _Workspace:
         from_receipt: bool = False,
     ) -> StatusChange | None:
         """Change one part, then the message as aggregated from its parts."""
-        if not 1 <= seqnum <= msg.row["segments"]:
-            raise ValueError(f"message {msg.row['id']} has no part {seqnum}")
+        if not 1 <= seqnum <= msg.segments:
+            raise ValueError(f"message {msg.id} has no part {seqnum}")
         part = msg.parts.get(seqnum)
         if part is None:
-            part = _Part(PartState(seqnum=seqnum), None, None, None, stored=False)
-            msg.parts[seqnum] = part
+            part = msg.parts[seqnum] = _Part(_unsent_part(seqnum), None, None, None, stored=False)
         changed = lifecycle.update_part(part.state, new, at, from_receipt=from_receipt, error=error)
         if changed is None:
             return None
@@ -441,36 +600,40 @@ class _Workspace:
         if price is not None:
             part.price = price
         if part.upstream is not None:
-            msg.row["route"] = part.upstream
+            msg.route = part.upstream
         prices = [p.price for p in msg.parts.values() if p.price is not None]
-        msg.row["price"] = sum(prices) if prices else None
+        msg.price = sum(prices) if prices else None
 
         previous = msg.status
-        unsent = previous if previous in (Status.ACCEPTED, Status.SCHEDULED) else Status.ACCEPTED
         progress = lifecycle.aggregate(
-            msg.row["segments"], [p.state for p in msg.parts.values()], unsent
+            msg.segments,
+            [p.state for p in msg.parts.values()],
+            previous if previous in _UNSENT else Status.ACCEPTED,
         )
-        for column in ("left_infrastructure_at", "handed_to_carrier_at"):
-            if msg.row[column] is None and getattr(progress, column) is not None:
-                msg.row[column] = getattr(progress, column)
-        msg.row["updated_at"] = at
+        time = self.forms.time
+        if msg.left_infrastructure_at is None and progress.left_infrastructure_at is not None:
+            msg.left_infrastructure_at = time(progress.left_infrastructure_at)
+        if msg.handed_to_carrier_at is None and progress.handed_to_carrier_at is not None:
+            msg.handed_to_carrier_at = time(progress.handed_to_carrier_at)
+        at_db = time(at)
+        msg.updated_at = at_db
         msg.dirty = True
         if lifecycle.decide(previous, progress.status) is not lifecycle.Decision.APPLY:
             return None
-        msg.row["status"] = progress.status.value
+        msg.status = progress.status
         if progress.error is not None:
-            msg.row["error"] = progress.error
+            msg.error = progress.error
         if progress.delivered_at is not None:
-            msg.row["delivered_at"] = progress.delivered_at
+            msg.delivered_at = time(progress.delivered_at)
         full_detail: dict[str, Any] = {"route": part.upstream}
         if part.upstream_message_id is not None:
             full_detail["upstream_message_id"] = part.upstream_message_id
-        if msg.row["segments"] > 1:
+        if msg.segments > 1:
             full_detail["seqnum"] = seqnum
         if progress.error is not None:
             full_detail["error"] = progress.error
         full_detail.update(detail)
-        return self._record(msg, previous, progress.status, at, full_detail)
+        return self._record(msg, previous, progress.status, at, at_db, full_detail)
 
     def _record(
         self,
@@ -478,119 +641,112 @@ class _Workspace:
         previous: Status,
         new: Status,
         at: datetime,
-        detail: Mapping[str, Any],
+        at_db: Any,
+        detail: dict[str, Any],
     ) -> StatusChange:
-        row = msg.row
-        detail = dict(detail)
-        self._events.append(
-            {"message_id": row["id"], "status": new.value, "at": at, "detail": detail}
-        )
+        """The event and outbox rows of a change; `detail` is the caller's own copy."""
+        status = new._value_  # what .value returns, without the enum's descriptor
+        self._events.append((msg.id, status, at_db, self.forms.json(detail)))
         change = StatusChange(
-            message_id=row["id"],
-            account_id=row["account_id"],
-            previous=previous,
-            status=new,
-            at=at,
-            route=row["route"],
-            error=row["error"],
-            detail=detail,
-            has_callback=bool(row["callback_url"]),
+            msg.id,
+            msg.account_id,
+            previous,
+            new,
+            at,
+            msg.route,
+            msg.error,
+            detail,
+            bool(msg.callback_url),
         )
-        if row["callback_url"]:
+        if msg.callback_url:
             body = {
-                "id": row["id"],
-                "status": new.value,
+                "id": msg.id,
+                "status": status,
                 "at": format_time(at),
-                "route": row["route"],
-                "error": row["error"],
-                "client_ref": row["client_ref"],
+                "route": msg.route,
+                "error": msg.error,
+                "client_ref": msg.client_ref,
                 "detail": detail,
             }
             self._webhooks.append(
-                {
-                    "message_id": row["id"],
-                    "account_id": row["account_id"],
-                    "url": row["callback_url"],
-                    "body": json.dumps(body, separators=(",", ":"), sort_keys=True),
-                    "status": "pending",
-                    "attempts": 0,
-                    "last_error": None,
-                    "next_attempt_at": at,
-                    "created_at": at,
-                    "updated_at": at,
-                }
+                (
+                    msg.id,
+                    msg.account_id,
+                    msg.callback_url,
+                    _compact_json(body),
+                    "pending",
+                    0,  # attempts
+                    None,  # last_error
+                    at_db,  # next_attempt_at
+                    at_db,
+                    at_db,
+                )
             )
-        if row["interface"] == "smpp" and lifecycle.wants_smpp_receipt(
-            row["registered_delivery"], new
-        ):
-            self._receipts.append(
-                {
-                    "account_id": row["account_id"],
-                    "message_id": row["id"],
-                    "status": new.value,
-                    "error": row["error"],
-                    "at": at,
-                    "sent_at": None,
-                }
-            )
-        if self._mqtt_enabled:
+        if msg.interface == "smpp" and lifecycle.wants_smpp_receipt(msg.registered_delivery, new):
+            self._receipts.append((msg.account_id, msg.id, status, msg.error, at_db, None))
+        if self._mqtt is not None:
             self._mqtt.append(
-                _mqtt_row(row["id"], row["account_id"], new, at, row["route"], row["error"])
+                _mqtt_row(msg.id, msg.account_id, new, at, at_db, msg.route, msg.error)
             )
         return change
 
     async def flush(self) -> None:
         conn = self.conn
-        new_parts: list[dict[str, Any]] = []
-        old_parts: list[dict[str, Any]] = []
-        changed_messages: list[dict[str, Any]] = []
+        time = self.forms.time_or_none
+        new_parts: list[tuple[Any, ...]] = []
+        old_parts: list[tuple[Any, ...]] = []
+        changed_messages: list[tuple[Any, ...]] = []
         for msg in self.messages.values():
+            if not msg.dirty:
+                continue  # nor are its parts: every part change marks the message
             for part in msg.parts.values():
                 if not part.dirty:
                     continue
-                values = {
-                    "upstream": part.upstream,
-                    "upstream_message_id": part.upstream_message_id,
-                    "status": part.state.status.value,
-                    "price": part.price,
-                    "error": part.state.error,
-                    "submitted_at": part.state.submitted_at,
-                    "handed_to_carrier_at": part.state.handed_to_carrier_at,
-                    "done_at": part.state.done_at,
-                    "updated_at": msg.row["updated_at"],
-                }
-                if part.stored:
-                    old_parts.append(
-                        {"b_message_id": msg.row["id"], "b_seqnum": part.state.seqnum, **values}
-                    )
-                else:
-                    new_parts.append(
-                        {"message_id": msg.row["id"], "seqnum": part.state.seqnum, **values}
-                    )
-                part.stored, part.dirty = True, False
-            if msg.dirty:
-                changed_messages.append(
-                    {"b_id": msg.row["id"], **{c: msg.row[c] for c in _MESSAGE_MUTABLE}}
+                state = part.state
+                values = (
+                    part.upstream,
+                    part.upstream_message_id,
+                    state.status._value_,
+                    part.price,
+                    state.error,
+                    time(state.submitted_at),
+                    time(state.handed_to_carrier_at),
+                    time(state.done_at),
+                    msg.updated_at,
                 )
-                msg.dirty = False
+                if part.stored:
+                    old_parts.append((*values, msg.id, state.seqnum))
+                else:
+                    new_parts.append((msg.id, state.seqnum, *values))
+                part.stored, part.dirty = True, False
+            changed_messages.append(
+                (
+                    msg.status._value_,
+                    msg.route,
+                    msg.price,
+                    msg.error,
+                    msg.updated_at,
+                    msg.left_infrastructure_at,
+                    msg.handed_to_carrier_at,
+                    msg.delivered_at,
+                    msg.id,
+                )
+            )
+            msg.dirty = False
         if changed_messages:
-            await _update_rows(
-                conn, messages, _MESSAGE_MUTABLE, ("id",), changed_messages, _UPDATE_MESSAGE
-            )
+            await _update(conn, messages, _MESSAGE_WRITTEN, ("id",), changed_messages)
         if new_parts:
-            await _insert_rows(conn, parts, new_parts)
+            await _insert(conn, parts, _PART_INSERTED, new_parts)
         if old_parts:
-            await _update_rows(
-                conn, parts, _PART_MUTABLE, ("message_id", "seqnum"), old_parts, _UPDATE_PART
-            )
-        for table, rows in (
-            (events, self._events),
-            (webhook_deliveries, self._webhooks),
-            (smpp_receipts, self._receipts),
-            (mqtt_outbox, self._mqtt),
+            await _update(conn, parts, _PART_MUTABLE, ("message_id", "seqnum"), old_parts)
+        for table, columns, rows in (
+            (events, _EVENT_COLUMNS, self._events),
+            (webhook_deliveries, _WEBHOOK_COLUMNS, self._webhooks),
+            (smpp_receipts, _SMPP_RECEIPT_COLUMNS, self._receipts),
+            (mqtt_outbox, _MQTT_COLUMNS, self._mqtt),
         ):
             if rows:
-                await _insert_rows(conn, table, rows)
+                await _insert(conn, table, columns, rows)
                 rows.clear()
 
 
@@ -659,9 +815,7 @@ class TransitionMessage(WriteOp[StatusChange | None]):
         results: list[StatusChange | None] = []
         for op in ops:
             msg = ws.messages.get(op.message_id)
-            if msg is None or (
-                op.account_id is not None and msg.row["account_id"] != op.account_id
-            ):
+            if msg is None or (op.account_id is not None and msg.account_id != op.account_id):
                 raise LookupError(f"no message {op.message_id}")
             detail = dict(op.detail)
             if op.error is not None:
@@ -692,7 +846,7 @@ class CancelMessage(WriteOp[CancelOutcome]):
         results: list[CancelOutcome] = []
         for op in ops:
             msg = ws.messages.get(op.message_id)
-            if msg is None or msg.row["account_id"] != op.account_id:
+            if msg is None or msg.account_id != op.account_id:
                 results.append(CancelOutcome.NOT_FOUND)
             elif msg.status is Status.CANCELED:
                 results.append(CancelOutcome.CANCELED)  # DELETE is idempotent
@@ -806,28 +960,36 @@ async def _apply_waiting_receipts(
     for index, upstream, upstream_id in submitted:
         for form in upstream_id_forms(upstream_id):
             wanted.setdefault((upstream, form), index)
-    found = await _by_upstream_id(ws.conn, unmatched_receipts, [unmatched_receipts], list(wanted))
-    found.sort(key=lambda r: r.id)
-    for row in found:
-        index = wanted[(row.upstream, row.upstream_message_id)]
+    found = sorted(
+        await _by_upstream_id(ws.conn, unmatched_receipts, _WAITING_LOADED, wanted),
+        key=lambda row: row[0],
+    )
+    forms = ws.forms
+    for _, upstream, upstream_id, status, error, at, payload in found:
+        index = wanted[(upstream, upstream_id)]
         op = ops[index]
         msg = ws.messages[op.message_id]
+        received = forms.read_time(at)
+        assert received is not None  # NOT NULL
         change = ws.update_part(
             msg,
             op.seqnum,
-            Status(row.status),
-            row.at,
-            {**row.payload, "matched_late": True},
-            error=row.error,
+            _STATUS[status],
+            received,
+            {**forms.read_json(payload), "matched_late": True},
+            error=error,
             from_receipt=True,
         )
         if change is not None:
             results[index].append(change)
     if found:
         await ws.conn.execute(
-            unmatched_receipts.delete().where(unmatched_receipts.c.id.in_([r.id for r in found]))
+            unmatched_receipts.delete().where(unmatched_receipts.c.id.in_([r[0] for r in found]))
         )
     await _note_whether_receipts_wait(ws.conn)
+
+
+_WAITING_LOADED = ("id", "upstream", "upstream_message_id", "status", "error", "at", "payload")
 
 
 # conn.info key: True while unmatched_receipts is known to be empty. The group
@@ -845,10 +1007,11 @@ async def _note_whether_receipts_wait(conn: AsyncConnection) -> None:
 async def _by_upstream_id(
     conn: AsyncConnection,
     table: sa.Table,
-    columns: Sequence[Any],
-    keys: Sequence[tuple[str, str]],
-) -> list[Any]:
-    """Rows of `table` whose (upstream, upstream_message_id) is one of `keys`.
+    columns: tuple[str, ...],
+    keys: Iterable[tuple[str, str]],
+) -> list[Sequence[Any]]:
+    """`columns` of the rows of `table` whose (upstream, upstream_message_id) is one
+    of `keys`, in the connection's forms.
 
     One query per upstream with a plain IN on the id, which the (upstream,
     upstream_message_id) index serves and which SQLAlchemy renders far faster
@@ -857,35 +1020,65 @@ async def _by_upstream_id(
     by_upstream: dict[str, list[str]] = {}
     for upstream, upstream_id in keys:
         by_upstream.setdefault(upstream, []).append(upstream_id)
-    found: list[Any] = []
-    raw = isinstance(conn, _SyncConnection) and all(
-        isinstance(c, sa.Column) and _reader(c) is None for c in columns
-    )
+    found: list[Sequence[Any]] = []
     for upstream, ids in by_upstream.items():
         for chunk in _chunks(ids):
-            if raw:
-                assert isinstance(conn, _SyncConnection)
-                row_type = _row_type(tuple(c.name for c in columns))
-                rows = conn.fetchall_raw(
-                    f"SELECT {', '.join(c.name for c in columns)} FROM {table.name} "
-                    f"WHERE upstream = ? AND upstream_message_id IN ({', '.join('?' * len(chunk))})",
-                    (upstream, *chunk),
-                )
-                found.extend(row_type._make(r) for r in rows)
-                continue
-            result = await conn.execute(
-                sa.select(*columns).where(
-                    table.c.upstream == upstream, table.c.upstream_message_id.in_(chunk)
+            found.extend(
+                await _select(
+                    conn, table, columns, "upstream_message_id", chunk, ("upstream", upstream)
                 )
             )
-            found.extend(result)
     return found
 
 
-@functools.lru_cache(maxsize=32)
-def _row_type(names: tuple[str, ...]) -> Any:
-    """A named tuple for raw rows, so callers read them like SQLAlchemy rows (row.name)."""
-    return collections.namedtuple("Row", names)
+def _exact_form(upstream_message_id: str) -> str:
+    """The first of ``upstream_id_forms(upstream_message_id)``: the id as given
+    (tests/gateway/test_store_forms.py holds them to it)."""
+    return upstream_message_id.strip()
+
+
+async def _locate_parts(
+    conn: AsyncConnection, ops: Sequence[ApplyReceipt]
+) -> list[tuple[str, int] | None]:
+    """(message_id, seqnum) of the part each receipt is for, None when there is none.
+
+    The first spelling found in ``upstream_id_forms`` order wins. Nearly every
+    receipt carries the id exactly as the submit_sm_resp did, so that one is
+    looked up first, for all of them; only for receipts it does not find are the
+    other spellings worked out and looked up.
+    """
+    exact = [(op.upstream, _exact_form(op.upstream_message_id)) for op in ops]
+    located = {
+        (upstream, upstream_id): (message_id, seqnum)
+        for upstream, upstream_id, message_id, seqnum in await _by_upstream_id(
+            conn, parts, _PART_LOCATED, set(exact)
+        )
+    }
+    targets = [located.get(key) for key in exact]
+    missing = {
+        index: upstream_id_forms(ops[index].upstream_message_id)[1:]
+        for index, target in enumerate(targets)
+        if target is None
+    }
+    if missing:
+        others = {(ops[index].upstream, form) for index, forms in missing.items() for form in forms}
+        located = {
+            (upstream, upstream_id): (message_id, seqnum)
+            for upstream, upstream_id, message_id, seqnum in await _by_upstream_id(
+                conn, parts, _PART_LOCATED, others
+            )
+        }
+        for index, forms in missing.items():
+            upstream = ops[index].upstream
+            for form in forms:
+                target = located.get((upstream, form))
+                if target is not None:
+                    targets[index] = target
+                    break
+    return targets
+
+
+_PART_LOCATED = ("upstream", "upstream_message_id", "message_id", "seqnum")
 
 
 @dataclass(frozen=True, slots=True)
@@ -909,30 +1102,7 @@ class ApplyReceipt(WriteOp[ReceiptResult]):
 
     @classmethod
     async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[ReceiptResult]:
-        wanted = sorted(
-            {
-                (op.upstream, form)
-                for op in ops
-                for form in upstream_id_forms(op.upstream_message_id)
-            }
-        )
-        located: dict[tuple[str, str], tuple[str, int]] = {}
-        columns = [
-            parts.c.upstream,
-            parts.c.upstream_message_id,
-            parts.c.message_id,
-            parts.c.seqnum,
-        ]
-        for row in await _by_upstream_id(conn, parts, columns, wanted):
-            located[(row.upstream, row.upstream_message_id)] = (row.message_id, row.seqnum)
-        targets: list[tuple[str, int] | None] = []
-        for op in ops:
-            target = None
-            for form in upstream_id_forms(op.upstream_message_id):
-                target = located.get((op.upstream, form))
-                if target is not None:
-                    break
-            targets.append(target)
+        targets = await _locate_parts(conn, ops)
         ws = _Workspace(conn)
         await ws.load(t[0] for t in targets if t is not None)
         results: list[ReceiptResult] = []
@@ -1030,14 +1200,13 @@ class MarkSmppReceiptsSent(WriteOp[None]):
 
     @classmethod
     async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[None]:
-        rows = [{"b_id": rid, "sent_at": op.at} for op in ops for rid in op.receipt_ids]
+        time = _Forms.of(conn).time
+        rows: list[tuple[Any, ...]] = []
+        for op in ops:
+            sent_at = time(op.at)
+            rows.extend([(sent_at, receipt_id) for receipt_id in op.receipt_ids])
         if rows:
-            await conn.execute(
-                smpp_receipts.update()
-                .where(smpp_receipts.c.id == sa.bindparam("b_id"))
-                .values(sent_at=sa.bindparam("sent_at")),
-                rows,
-            )
+            await _update(conn, smpp_receipts, ("sent_at",), ("id",), rows)
         return [None] * len(ops)
 
 
@@ -1059,9 +1228,11 @@ def _mqtt_row(
     account_id: int,
     status: Status,
     at: datetime,
+    at_db: Any,
     route: str | None = None,
     error: str | None = None,
-) -> dict[str, Any]:
+) -> tuple[Any, ...]:
+    """An mqtt_outbox row (_MQTT_COLUMNS); `at_db` is `at` in the connection's form."""
     # ../shared/interface.md, MQTT: {"id", "status", "at", "route", "error"}
     payload = {
         "id": message_id,
@@ -1070,13 +1241,7 @@ def _mqtt_row(
         "route": route,
         "error": error,
     }
-    return {
-        "message_id": message_id,
-        "account_id": account_id,
-        "payload": json.dumps(payload, separators=(",", ":"), sort_keys=True),
-        "created_at": at,
-        "published_at": None,
-    }
+    return (message_id, account_id, _compact_json(payload), at_db, None)
 
 
 @dataclass(frozen=True, slots=True)
