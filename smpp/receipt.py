@@ -79,7 +79,8 @@ def _format_date(value: datetime | None) -> str:
         return _NO_DATE
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
-    return value.strftime("%y%m%d%H%M")
+    # strftime("%y%m%d%H%M"), a few times cheaper: every receipt formats two dates.
+    return f"{value.year % 100:02d}{value.month:02d}{value.day:02d}{value.hour:02d}{value.minute:02d}"
 
 
 def format_receipt(r: Receipt) -> str:

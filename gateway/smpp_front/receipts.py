@@ -23,8 +23,10 @@ from gateway.config import SmppSettings
 from gateway.dispatch import source_address
 from gateway.lifecycle import FINAL, Status
 from gateway.store import (
+    RECEIPT_TEXT_CHARS,
     MarkSmppReceiptsSent,
     MessageRecord,
+    ReceiptMessage,
     SmppReceipt,
     StatusChange,
     Store,
@@ -85,6 +87,16 @@ _DONE_STATUSES = frozenset({CommandStatus.ROK, CommandStatus.RX_P_APPN})
 _RECEIPT_SAFE = frozenset(
     c for c in map(chr, range(0x20, 0x7F)) if smstext.encode_gsm7(c, "replace") == c.encode()
 )
+
+
+class _Unsafe(dict[int, str]):
+    """str.translate table: every character outside _RECEIPT_SAFE becomes "?"."""
+
+    def __missing__(self, code: int) -> str:
+        return chr(code) if chr(code) in _RECEIPT_SAFE else "?"
+
+
+_SNIPPET = _Unsafe()
 _ERR_FIELD = re.compile(r"err:([0-9A-Za-z]{1,3})")
 _STATUS_IN_ERROR = re.compile(r"\(0x([0-9A-Fa-f]{8})\)")
 
@@ -103,14 +115,14 @@ def _receipt_err(error: str | None) -> str:
     return "000"
 
 
-def receipt_pdu(receipt: SmppReceipt, message: MessageRecord) -> DeliverSm:
+def receipt_pdu(receipt: SmppReceipt, message: MessageRecord | ReceiptMessage) -> DeliverSm:
     """The deliver_sm for one outbox row (SMPP 3.4 section 4.6.1, Appendix B).
 
     It comes from the handset's side: source_addr is the message's destination and
     destination_addr its sender."""
     state = message_state(receipt.status)
     intermediate = receipt.status not in FINAL
-    snippet = "".join(c if c in _RECEIPT_SAFE else "?" for c in message.text[:20])
+    snippet = message.text[:RECEIPT_TEXT_CHARS].translate(_SNIPPET)
     text = format_receipt(
         Receipt(
             id=message.id,
@@ -337,7 +349,7 @@ class ReceiptSender:
                 return
 
     async def _send_batch(
-        self, account_id: int, batch: list[tuple[SmppReceipt, MessageRecord]]
+        self, account_id: int, batch: list[tuple[SmppReceipt, ReceiptMessage]]
     ) -> None:
         entry = self._accounts.get(account_id)
         if entry is None:
@@ -345,7 +357,7 @@ class ReceiptSender:
         ids = [receipt.id for receipt, _ in batch]
         done: list[int] = []
         refused: list[int] = []
-        pending: Iterator[tuple[SmppReceipt, MessageRecord]] = iter(batch)
+        pending: Iterator[tuple[SmppReceipt, ReceiptMessage]] = iter(batch)
 
         async def worker() -> None:
             for receipt, message in pending:

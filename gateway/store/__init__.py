@@ -20,6 +20,7 @@ from gateway.store.ops import (
     WebhookAttempt,
 )
 from gateway.store.records import (
+    RECEIPT_TEXT_CHARS,
     AcceptResult,
     Account,
     CancelOutcome,
@@ -28,6 +29,7 @@ from gateway.store.records import (
     MessageRecord,
     NewMessage,
     PartRecord,
+    ReceiptMessage,
     ReceiptResult,
     SmppReceipt,
     StatusChange,
@@ -39,6 +41,7 @@ from gateway.store.store import AccountExists, Store
 from gateway.store.tables import metadata
 
 __all__ = [
+    "RECEIPT_TEXT_CHARS",
     "AcceptMessage",
     "AcceptResult",
     "Account",
@@ -57,6 +60,7 @@ __all__ = [
     "NewMessage",
     "PartRecord",
     "PartUpdate",
+    "ReceiptMessage",
     "ReceiptResult",
     "RecordAttempt",
     "SmppReceipt",

@@ -200,6 +200,23 @@ class SmppReceipt:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceiptMessage:
+    """What a deliver_sm receipt tells of its message (SMPP 3.4 Appendix B): the
+    addresses, the submit date and the start of the text (``text`` holds its first
+    RECEIPT_TEXT_CHARS characters only)."""
+
+    id: str
+    source: str
+    destination: str
+    text: str
+    created_at: datetime
+
+
+# The receipt text's "text:" field is the first 20 characters of the message.
+RECEIPT_TEXT_CHARS = 20
+
+
+@dataclass(frozen=True, slots=True)
 class MqttEvent:
     """A row of the MQTT outbox: ``payload`` goes to
     ``<prefix>/events/<system_id>/<message_id>``."""

@@ -18,6 +18,7 @@ from gateway.store import ops
 from gateway.store.committer import GroupCommitter, WriteOp
 from gateway.store.engine import create_engine, create_sync_sqlite_engine, is_sqlite
 from gateway.store.records import (
+    RECEIPT_TEXT_CHARS,
     AcceptResult,
     Account,
     CancelOutcome,
@@ -27,6 +28,7 @@ from gateway.store.records import (
     MqttEvent,
     NewMessage,
     PartRecord,
+    ReceiptMessage,
     ReceiptResult,
     SmppReceipt,
     StatusChange,
@@ -120,6 +122,32 @@ _ACCOUNT_COLUMNS = (
     accounts.c.max_price,
     accounts.c.created_at,
 )
+
+
+# Built once (see Store.pending_smpp_receipts_with_messages).
+_PENDING_RECEIPTS = (
+    sa.select(
+        smpp_receipts.c.id,
+        smpp_receipts.c.status,
+        smpp_receipts.c.error,
+        smpp_receipts.c.at,
+        messages.c.id,
+        messages.c.source,
+        messages.c.destination,
+        sa.func.substr(messages.c.text, 1, RECEIPT_TEXT_CHARS),
+        messages.c.created_at,
+    )
+    .join(messages, messages.c.id == smpp_receipts.c.message_id)
+    .where(
+        smpp_receipts.c.account_id == sa.bindparam("account_id"),
+        smpp_receipts.c.sent_at.is_(None),
+        smpp_receipts.c.at >= sa.bindparam("not_before", type_=smpp_receipts.c.at.type),
+        smpp_receipts.c.id > sa.bindparam("after_id"),
+    )
+    .order_by(smpp_receipts.c.id)
+    .limit(sa.bindparam("limit"))
+)
+_STATUSES = {s.value: s for s in Status}
 
 
 class Store:
@@ -397,40 +425,28 @@ class Store:
 
     async def pending_smpp_receipts_with_messages(
         self, account_id: int, *, not_before: datetime, after_id: int = 0, limit: int = 500
-    ) -> list[tuple[SmppReceipt, MessageRecord]]:
-        """``pending_smpp_receipts`` with each receipt's message (without parts or
-        events), in one query: what a deliver_sm receipt needs (addresses, submit date,
-        text). Page with ``after_id`` = the id of the last receipt of the previous page."""
-        receipt_columns = (
-            smpp_receipts.c.id.label("receipt_id"),
-            smpp_receipts.c.status.label("receipt_status"),
-            smpp_receipts.c.error.label("receipt_error"),
-            smpp_receipts.c.at.label("receipt_at"),
-        )
+    ) -> list[tuple[SmppReceipt, ReceiptMessage]]:
+        """``pending_smpp_receipts`` with what each receipt tells of its message
+        (addresses, submit date, the start of the text), in one query. Page with
+        ``after_id`` = the id of the last receipt of the previous page.
+
+        Every receipt an ESME gets is read here once, so it reads only those
+        columns: whole message rows cost more to convert than the query itself.
+        """
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                sa.select(*receipt_columns, messages)
-                .join(messages, messages.c.id == smpp_receipts.c.message_id)
-                .where(
-                    smpp_receipts.c.account_id == account_id,
-                    smpp_receipts.c.sent_at.is_(None),
-                    smpp_receipts.c.at >= not_before,
-                    smpp_receipts.c.id > after_id,
-                )
-                .order_by(smpp_receipts.c.id)
-                .limit(limit)
+                _PENDING_RECEIPTS,
+                {
+                    "account_id": account_id,
+                    "not_before": not_before,
+                    "after_id": after_id,
+                    "limit": limit,
+                },
             )
             return [
                 (
-                    SmppReceipt(
-                        r.receipt_id,
-                        account_id,
-                        r.id,
-                        Status(r.receipt_status),
-                        r.receipt_error,
-                        r.receipt_at,
-                    ),
-                    _message(r),
+                    SmppReceipt(r[0], account_id, r[4], _STATUSES[r[1]], r[2], r[3]),
+                    ReceiptMessage(r[4], r[5], r[6], r[7], r[8]),
                 )
                 for r in rows
             ]
