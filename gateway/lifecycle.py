@@ -51,10 +51,12 @@ receipt came first (the carrier must have had it to report on it).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any, cast
+
+from gateway.frozen import record
 
 __all__ = [
     "FINAL",
@@ -166,7 +168,7 @@ def transition(current: Status, new: Status) -> bool:
     return decision is Decision.APPLY
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Event:
     """One entry of a message's timeline."""
 
@@ -175,7 +177,7 @@ class Event:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PartState:
     """What the lifecycle needs to know about one segment."""
 
@@ -226,7 +228,7 @@ def update_part(
     )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MessageProgress:
     """A message's status and milestones as derived from its parts."""
 

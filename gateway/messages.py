@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 import phonenumbers
 
+from gateway.frozen import record
 from gateway.ids import new_message_id
 from gateway.lifecycle import Status
 from gateway.logs import mask_number as mask_number  # re-exported; defined once, in logs
@@ -81,7 +81,7 @@ def _valid_e164(candidate: str) -> str | None:
     return e164(candidate)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Submission:
     """A message as an interface received it, already validated field by field."""
 
@@ -97,7 +97,7 @@ class Submission:
     idempotency_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Accepted:
     id: str
     status: Status

@@ -80,7 +80,9 @@ def _format_date(value: datetime | None) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
     # strftime("%y%m%d%H%M"), a few times cheaper: every receipt formats two dates.
-    return f"{value.year % 100:02d}{value.month:02d}{value.day:02d}{value.hour:02d}{value.minute:02d}"
+    return (
+        f"{value.year % 100:02d}{value.month:02d}{value.day:02d}{value.hour:02d}{value.minute:02d}"
+    )
 
 
 def format_receipt(r: Receipt) -> str:

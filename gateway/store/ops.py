@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway import lifecycle
+from gateway.frozen import record
 from gateway.ids import upstream_id_forms
 from gateway.lifecycle import PartState, Status
 from gateway.store.committer import WriteOp, _SyncConnection
@@ -133,7 +134,7 @@ else:  # pragma: no cover - CPython has the C encoder
 _compact_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Forms:
     """How values go into the statements of one connection (see above)."""
 
@@ -248,7 +249,7 @@ async def _select(
 # --------------------------------------------------------------------------- accept
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AcceptMessage(WriteOp[AcceptResult]):
     """Insert an accepted (or, with a future ``send_at``, scheduled) message and its
     first event. With ``idempotency_key``, ``response`` (the API's answer, verbatim) is
@@ -753,7 +754,7 @@ class _Workspace:
 # ------------------------------------------------------------ message-level changes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RecordAttempt(WriteOp[None]):
     """An attempt that did not change the status (a temporary error, a timeout, a
     route that went away): an event with the message's current status, so the
@@ -788,7 +789,7 @@ class RecordAttempt(WriteOp[None]):
         return [None] * len(ops)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TransitionMessage(WriteOp[StatusChange | None]):
     """A message-level status change: scheduled/accepted, failed (no route, attempts
     exhausted), expired (validity passed before sending), rejected, canceled.
@@ -825,7 +826,7 @@ class TransitionMessage(WriteOp[StatusChange | None]):
         return results
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CancelMessage(WriteOp[CancelOutcome]):
     """Cancel a message of ``account_id`` that has not been submitted (DELETE, cancel_sm).
 
@@ -859,7 +860,7 @@ class CancelMessage(WriteOp[CancelOutcome]):
         return results
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeferMessage(WriteOp[bool]):
     """A temporary failure before submission: count the attempt and look at the
     message again at ``due_at``. False when it is no longer waiting to be sent."""
@@ -895,7 +896,7 @@ class DeferMessage(WriteOp[bool]):
 # ---------------------------------------------------------------------- parts
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PartUpdate(WriteOp[tuple[StatusChange, ...]]):
     """One segment's outcome at submission: ``submitted`` with ``upstream`` and
     ``upstream_message_id`` (submit_sm_resp ROK, with the price paid for it), or a
@@ -1081,7 +1082,7 @@ async def _locate_parts(
 _PART_LOCATED = ("upstream", "upstream_message_id", "message_id", "seqnum")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ApplyReceipt(WriteOp[ReceiptResult]):
     """A delivery receipt from ``upstream`` (deliver_sm or data_sm with a receipted id).
 
@@ -1144,7 +1145,7 @@ class ApplyReceipt(WriteOp[ReceiptResult]):
 # ------------------------------------------------------------------- outboxes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WebhookAttempt(WriteOp[None]):
     """The outcome of one POST of a webhook delivery: ``delivered``, or retry at
     ``next_attempt_at``, or (``next_attempt_at`` None) give up as failed."""
@@ -1189,7 +1190,7 @@ class WebhookAttempt(WriteOp[None]):
         return [None] * len(ops)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MarkSmppReceiptsSent(WriteOp[None]):
     """deliver_sm receipts answered by the ESME (deliver_sm_resp), or expired."""
 
@@ -1244,7 +1245,7 @@ def _mqtt_row(
     return (message_id, account_id, _compact_json(payload), at_db, None)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EnableMqttOutbox(WriteOp[None]):
     """From the commit of this write on, every status change of this store (the
     first event of an accepted message included) also writes an mqtt_outbox row
@@ -1259,7 +1260,7 @@ class EnableMqttOutbox(WriteOp[None]):
         return [None] * len(ops)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MarkMqttPublished(WriteOp[int]):
     """Outbox rows up to ``up_to_id`` were acknowledged by the broker (PUBACK).
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from gateway.frozen import record
 from gateway.lifecycle import Status
 
 __all__ = [
@@ -38,7 +39,7 @@ def format_time(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Account:
     id: int
     system_id: str
@@ -51,7 +52,7 @@ class Account:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CreatedAccount:
     """A new account and its secrets in clear, which are shown this once."""
 
@@ -59,7 +60,7 @@ class CreatedAccount:
     api_key: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NewMessage:
     """A message to accept. ``callback_url`` None means the account's default."""
 
@@ -80,14 +81,14 @@ class NewMessage:
     valid_until: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EventRecord:
     status: Status
     at: datetime
     detail: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PartRecord:
     message_id: str
     seqnum: int
@@ -101,7 +102,7 @@ class PartRecord:
     done_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MessageRecord:
     id: str
     account_id: int
@@ -132,7 +133,7 @@ class MessageRecord:
     events: tuple[EventRecord, ...] = ()  # only filled by Store.get_message
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StatusChange:
     """A committed transition of a message: what metrics, MQTT and SMPP receipts report."""
 
@@ -149,7 +150,7 @@ class StatusChange:
     has_callback: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AcceptResult:
     """``replayed_response`` is set when the idempotency key was used before: the
     message was NOT inserted again and this is the first answer to send back."""
@@ -165,7 +166,7 @@ class CancelOutcome(StrEnum):
     TOO_LATE = "too_late"  # already submitted or final
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReceiptResult:
     """``matched`` False: no part has this upstream id yet; the receipt is kept in
     unmatched_receipts and applied when the submit_sm_resp is recorded."""
@@ -175,7 +176,7 @@ class ReceiptResult:
     changes: tuple[StatusChange, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WebhookDelivery:
     id: int
     message_id: str
@@ -187,7 +188,7 @@ class WebhookDelivery:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SmppReceipt:
     """A deliver_sm receipt owed to an SMPP account."""
 
@@ -199,7 +200,7 @@ class SmppReceipt:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReceiptMessage:
     """What a deliver_sm receipt tells of its message (SMPP 3.4 Appendix B): the
     addresses, the submit date and the start of the text (``text`` holds its first
@@ -216,7 +217,7 @@ class ReceiptMessage:
 RECEIPT_TEXT_CHARS = 20
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MqttEvent:
     """A row of the MQTT outbox: ``payload`` goes to
     ``<prefix>/events/<system_id>/<message_id>``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -209,17 +209,21 @@ class Store:
 
     # ------------------------------------------------------------- group-committed writes
 
-    async def write(self, op: WriteOp[T]) -> T:
-        return await self.committer.submit(op)
+    # The hot writes are plain functions handing back the committer's coroutine:
+    # one coroutine frame fewer to create and to resume per write (three writes
+    # per message). Awaited, they behave as `async def` would.
 
-    async def accept(
+    def write(self, op: WriteOp[T]) -> Coroutine[Any, Any, T]:
+        return self.committer.submit(op)
+
+    def accept(
         self,
         message: NewMessage,
         *,
         idempotency_key: str | None = None,
         response: str | None = None,
-    ) -> AcceptResult:
-        return await self.write(ops.AcceptMessage(message, idempotency_key, response))
+    ) -> Coroutine[Any, Any, AcceptResult]:
+        return self.committer.submit(ops.AcceptMessage(message, idempotency_key, response))
 
     async def transition(
         self,
@@ -239,11 +243,11 @@ class Store:
     ) -> CancelOutcome:
         return await self.write(ops.CancelMessage(account_id, message_id, at or utcnow()))
 
-    async def part_update(self, update: ops.PartUpdate) -> tuple[StatusChange, ...]:
-        return await self.write(update)
+    def part_update(self, update: ops.PartUpdate) -> Coroutine[Any, Any, tuple[StatusChange, ...]]:
+        return self.committer.submit(update)
 
-    async def apply_receipt(self, receipt: ops.ApplyReceipt) -> ReceiptResult:
-        return await self.write(receipt)
+    def apply_receipt(self, receipt: ops.ApplyReceipt) -> Coroutine[Any, Any, ReceiptResult]:
+        return self.committer.submit(receipt)
 
     # ------------------------------------------------------------------------ reads
 

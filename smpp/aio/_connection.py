@@ -18,7 +18,7 @@ import math
 import socket
 import struct
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..constants import CommandStatus
@@ -420,7 +420,7 @@ class SmppConnection(asyncio.Protocol):
         pdu: Pdu,
         *,
         timeout: float | None = None,
-        throttle: Callable[[], Awaitable[None]] | None = None,
+        throttle: Callable[[], float] | None = None,
     ) -> Pdu:
         """Send a request and wait for its response (any command_status).
 
@@ -448,7 +448,9 @@ class SmppConnection(asyncio.Protocol):
                 self._reserved += 1
             try:
                 if throttle is not None:
-                    await throttle()
+                    delay = throttle()  # seconds to wait for this send's turn
+                    if delay > 0:
+                        await asyncio.sleep(delay)
                 if self._lost:
                     raise ConnectionLostError("connection closed")
                 sent = self._send_request(pdu)
@@ -570,17 +572,21 @@ class SmppConnection(asyncio.Protocol):
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = self._loop.create_task(coro)
         self._tasks.add(task)
+        # One done callback for the connection's set and the registry: a task per
+        # request is on the hot path, and each callback is a call_soon.
         task.add_done_callback(self._task_done)
         registry = self._task_registry
         if registry is not None:
             registry.add(task)
-            task.add_done_callback(registry.discard)
         if len(self._tasks) >= self._max_in_flight:
             self._update_reading()
         return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        registry = self._task_registry
+        if registry is not None:
+            registry.discard(task)
         if self._reading_paused:
             self._update_reading()
         if not self._tasks and (self._idle_waiters or self._close_when_quiet):

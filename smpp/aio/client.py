@@ -397,7 +397,12 @@ class SmppClient:
 
         A generic_nack is returned as a SubmitSmResp with the nack's status.
         """
-        response = await self.request(pdu)
+        # request() inlined: one coroutine frame fewer per message.
+        conn = self._conn
+        if conn is None or not self._bound or self._closing:
+            raise NotBoundError("not bound")
+        throttle = self._throttle if self._tps_interval is not None else None
+        response = await conn.request(pdu, throttle=throttle)
         if isinstance(response, SubmitSmResp):
             return response
         return SubmitSmResp(
@@ -414,15 +419,16 @@ class SmppClient:
             command_status=response.command_status or CommandStatus.RSYSERR,
         )
 
-    async def _throttle(self) -> None:
+    def _throttle(self) -> float:
+        """Seconds until the next send's turn, that turn taken (0: send now).
+
+        Plain, not a coroutine: it runs once per submit_sm and almost never waits.
+        """
         # GCRA form of a token bucket: one token per 1/tps, `tps_burst` at most.
         interval = self._tps_interval
         assert interval is not None
         now = asyncio.get_running_loop().time()
         tat = self._tat if self._tat > now else now
         send_at = tat - self._tps_tolerance
-        if send_at < now:
-            send_at = now
         self._tat = tat + interval
-        if send_at > now:
-            await asyncio.sleep(send_at - now)
+        return send_at - now if send_at > now else 0.0
