@@ -410,12 +410,12 @@ class Dispatcher:
     async def _sender(self, lane: _Lane) -> None:
         upstream = lane.upstream
         throttled = 0
+        me = asyncio.current_task()
+        assert me is not None
         while not self._stopping:
             if not upstream.bound:
                 await upstream.wait_bound()
             item = await self._take(lane)
-            me = asyncio.current_task()
-            assert me is not None
             self._busy.add(me)
             try:
                 outcome = await self._send(upstream, item)

@@ -431,9 +431,12 @@ def _is_binary(data_coding: int) -> bool:
     return 0xF0 <= data_coding <= 0xFF and bool(data_coding & 0x04)
 
 
+_UDHI = int(EsmClass.UDHI)  # a plain int: Flag's & costs a call per submit_sm
+
+
 def _text(user_data: bytes, data_coding: int, esm_class: int) -> tuple[str, int | None]:
     """The text and the data_coding to hand to MessageService (None: it chooses)."""
-    if esm_class & EsmClass.UDHI:
+    if esm_class & _UDHI:
         # Each submit_sm is one message of its own: a part of a concatenated message
         # (UDH or SAR) is accepted, stored, billed and receipted by itself, under its
         # own id, which is what the ESME's one submit_sm_resp per part refers to. The

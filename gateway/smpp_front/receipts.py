@@ -137,20 +137,26 @@ def receipt_pdu(receipt: SmppReceipt, message: MessageRecord | ReceiptMessage) -
     )
     dest_ton, dest_npi, dest_addr = source_address(message.source)
     return DeliverSm(
-        source_addr_ton=Ton.INTERNATIONAL,
-        source_addr_npi=Npi.ISDN,
+        source_addr_ton=_TON_INTERNATIONAL,
+        source_addr_npi=_NPI_ISDN,
         source_addr=message.destination.lstrip("+"),
         dest_addr_ton=dest_ton,
         dest_addr_npi=dest_npi,
         destination_addr=dest_addr,
-        esm_class=(
-            EsmClass.INTERMEDIATE_NOTIFICATION if intermediate else EsmClass.DELIVERY_RECEIPT
-        ),
-        data_coding=DataCoding.DEFAULT,
+        esm_class=_INTERMEDIATE if intermediate else _RECEIPT,
+        data_coding=_DEFAULT_CODING,
         short_message=smstext.encode_gsm7(text, "replace"),
         receipted_message_id=message.id,
         message_state=state,
     )
+
+
+# Plain ints for the fields of every receipt (an enum member lookup is a call).
+_TON_INTERNATIONAL = int(Ton.INTERNATIONAL)
+_NPI_ISDN = int(Npi.ISDN)
+_INTERMEDIATE = int(EsmClass.INTERMEDIATE_NOTIFICATION)
+_RECEIPT = int(EsmClass.DELIVERY_RECEIPT)
+_DEFAULT_CODING = int(DataCoding.DEFAULT)
 
 
 @dataclass(slots=True)
