@@ -8,6 +8,7 @@ recovery finds it in the store after a crash.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from datetime import datetime
@@ -21,7 +22,15 @@ from gateway.lifecycle import Status
 from gateway.logs import mask_number as mask_number  # re-exported; defined once, in logs
 from gateway.metrics import Metrics
 from gateway.numbers import e164
-from gateway.store import Account, CancelOutcome, MessageRecord, NewMessage, Store, utcnow
+from gateway.store import (
+    AcceptResult,
+    Account,
+    CancelOutcome,
+    MessageRecord,
+    NewMessage,
+    Store,
+    utcnow,
+)
 from smpp import text as smstext
 
 # data_coding -> the name the API shows as "encoding".
@@ -138,6 +147,47 @@ class MessageService:
         self.metrics = metrics
 
     async def accept(self, account: Account, interface: str, sub: Submission) -> Accepted:
+        return await self.accept_nowait(account, interface, sub)
+
+    def accept_nowait(
+        self, account: Account, interface: str, sub: Submission
+    ) -> asyncio.Future[Accepted]:
+        """`accept` as a Future, done once the message is committed and handed on.
+
+        What is wrong with the submission raises here, at once (QueueFull,
+        SubmissionError); the Future fails only if the commit does. The SMPP
+        front answers submit_sm from it without a task per message. The hand-over
+        to the dispatcher runs whether or not the caller still waits.
+        """
+        message, status, accepted = self._prepare(account, interface, sub)
+        committed = self.store.accept_nowait(
+            message,
+            idempotency_key=sub.idempotency_key,
+            response=accepted.response_body() if sub.idempotency_key is not None else None,
+        )
+        out: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+
+        def done(committed: asyncio.Future[AcceptResult]) -> None:
+            if committed.cancelled():
+                out.cancel()
+                return
+            exc = committed.exception()
+            if exc is not None:
+                if not out.done():
+                    out.set_exception(exc)
+                return
+            result = self._committed(account, interface, message, status, committed.result())
+            if not out.done():
+                out.set_result(result or accepted)
+
+        committed.add_done_callback(done)
+        return out
+
+    def _prepare(
+        self, account: Account, interface: str, sub: Submission
+    ) -> tuple[NewMessage, Status, Accepted]:
+        """The message to store for `sub`, its first status and the answer; raises
+        QueueFull or SubmissionError for one that cannot be accepted."""
         if self.dispatch.full:
             raise QueueFull("the gateway's queue is full")
         data_coding = sub.data_coding
@@ -184,24 +234,30 @@ class MessageService:
         status = (
             Status.SCHEDULED if sub.send_at is not None and sub.send_at > now else Status.ACCEPTED
         )
-        accepted = Accepted(message.id, status, segments, message.encoding)
-        result = await self.store.accept(
-            message,
-            idempotency_key=sub.idempotency_key,
-            response=accepted.response_body() if sub.idempotency_key is not None else None,
-        )
+        return message, status, Accepted(message.id, status, segments, message.encoding)
+
+    def _committed(
+        self,
+        account: Account,
+        interface: str,
+        message: NewMessage,
+        status: Status,
+        result: AcceptResult,
+    ) -> Accepted | None:
+        """After the commit: a replayed answer (idempotency key seen before), or None
+        once the new message is counted and handed to the dispatcher."""
         if result.replayed_response is not None:
             return Accepted(
                 result.message_id,
                 result.status,
-                segments,
+                message.segments,
                 message.encoding,
                 result.replayed_response,
             )
         self.metrics.child(self.metrics.messages_accepted, account.system_id, interface).inc()
         if status is Status.ACCEPTED:
             self.dispatch.enqueue_new(message, account)
-        return accepted
+        return None
 
     async def cancel(self, account: Account, message_id: str) -> CancelOutcome:
         # Take it out of the dispatcher first, so that no submit_sm for it can

@@ -30,6 +30,7 @@ Decisions where SMPP 3.4 leaves room (each says why where it is made):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import ssl as ssl_module
@@ -40,6 +41,7 @@ from gateway.events import StatusBus
 from gateway.lifecycle import FINAL, Status
 from gateway.logs import mask_number
 from gateway.messages import (
+    Accepted,
     MessageService,
     QueueFull,
     Submission,
@@ -244,14 +246,15 @@ class SmppFront:
 
     # --- ServerHandler: messages
 
-    async def submit_sm(self, session: ServerSession, pdu: SubmitSm) -> str:
+    def submit_sm(self, session: ServerSession, pdu: SubmitSm) -> asyncio.Future[str]:
+        """A plain function: refusals raise at once, and the answer is a Future the
+        server answers from without a task per submit_sm (the hottest request)."""
         if pdu.short_message and pdu.message_payload:
             # Section 5.3.2.32: message_payload is for when short_message is empty.
             raise InvalidOptionalParameter(
                 "both short_message and message_payload are set", field="message_payload"
             )
-        user_data = pdu.short_message or pdu.message_payload or b""
-        return await self._accept(
+        account, submission = self._submission(
             session,
             source_addr=pdu.source_addr,
             source_ton=pdu.source_addr_ton,
@@ -260,10 +263,21 @@ class SmppFront:
             esm_class=pdu.esm_class,
             data_coding=pdu.data_coding,
             registered_delivery=pdu.registered_delivery,
-            user_data=user_data,
+            user_data=pdu.short_message or pdu.message_payload or b"",
             schedule_delivery_time=pdu.schedule_delivery_time,
             validity_period=pdu.validity_period,
         )
+        try:
+            accepted = self.messages.accept_nowait(account, "smpp", submission)
+        except QueueFull:
+            raise MessageQueueFull("the gateway's queue is full") from None
+        except SubmissionError as exc:
+            raise _submission_status(exc) from None
+        message_id: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        accepted.add_done_callback(
+            functools.partial(_message_id_of, message_id, account, submission.destination)
+        )
+        return message_id
 
     async def data_sm(self, session: ServerSession, pdu: DataSm) -> str:
         # data_sm has no short_message (section 4.7.1): the text is message_payload; its
@@ -271,7 +285,7 @@ class SmppFront:
         valid_until = None
         if pdu.qos_time_to_live:
             valid_until = utcnow() + timedelta(seconds=pdu.qos_time_to_live)
-        return await self._accept(
+        account, submission = self._submission(
             session,
             source_addr=pdu.source_addr,
             source_ton=pdu.source_addr_ton,
@@ -283,8 +297,16 @@ class SmppFront:
             user_data=pdu.message_payload or b"",
             valid_until=valid_until,
         )
+        try:
+            accepted = await self.messages.accept(account, "smpp", submission)
+        except QueueFull:
+            raise MessageQueueFull("the gateway's queue is full") from None
+        except SubmissionError as exc:
+            raise _submission_status(exc) from None
+        _log_accepted(accepted, account, submission.destination)
+        return accepted.id
 
-    async def _accept(
+    def _submission(
         self,
         session: ServerSession,
         *,
@@ -299,7 +321,9 @@ class SmppFront:
         schedule_delivery_time: str = "",
         validity_period: str = "",
         valid_until: datetime | None = None,
-    ) -> str:
+    ) -> tuple[Account, Submission]:
+        """The submission a submit_sm or data_sm asks for; raises the ProtocolError
+        that refuses it (bad field, over the account's tps)."""
         account: Account = session.extra[_ACCOUNT]
         now = utcnow()
         destination = _destination(destination_addr, destination_ton)
@@ -313,7 +337,7 @@ class SmppFront:
         # Counted once the PDU is known to be a message, as HTTP does: tps counts messages.
         if not self.limiter.allow(account.id, account.tps):
             raise Throttled(f"over the account's {account.tps} messages per second")
-        submission = Submission(
+        return account, Submission(
             source=source,
             destination=destination,
             text=text,
@@ -322,21 +346,6 @@ class SmppFront:
             send_at=send_at,
             valid_until=valid_until,
         )
-        try:
-            accepted = await self.messages.accept(account, "smpp", submission)
-        except QueueFull:
-            raise MessageQueueFull("the gateway's queue is full") from None
-        except SubmissionError as exc:
-            raise _submission_status(exc) from None
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "accepted id=%s system_id=%s to=%s segments=%d",
-                accepted.id,
-                account.system_id,
-                mask_number(destination),
-                accepted.segments,
-            )
-        return accepted.id
 
     async def query_sm(self, session: ServerSession, pdu: QuerySm) -> QuerySmResp:
         account: Account = session.extra[_ACCOUNT]
@@ -372,6 +381,38 @@ class SmppFront:
 
 
 # ------------------------------------------------------------- field by field
+
+
+def _message_id_of(
+    out: asyncio.Future[str],
+    account: Account,
+    destination: str,
+    accepted: asyncio.Future[Accepted],
+) -> None:
+    """submit_sm's answer from the accept: the message id, or the commit's failure."""
+    if out.done():
+        return  # the session went away meanwhile; the message is accepted all the same
+    if accepted.cancelled():
+        out.cancel()
+        return
+    exc = accepted.exception()
+    if exc is not None:
+        out.set_exception(exc)
+        return
+    result = accepted.result()
+    _log_accepted(result, account, destination)
+    out.set_result(result.id)
+
+
+def _log_accepted(accepted: Accepted, account: Account, destination: str) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "accepted id=%s system_id=%s to=%s segments=%d",
+            accepted.id,
+            account.system_id,
+            mask_number(destination),
+            accepted.segments,
+        )
 
 
 def _message_id(value: str) -> str:

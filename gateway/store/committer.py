@@ -160,14 +160,21 @@ class GroupCommitter:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     async def submit(self, op: WriteOp[T]) -> T:
+        # A submitter cancelled while it waits cancels only its wait: the write is
+        # queued and stays in its batch (_commit skips futures already done).
+        return await self.submit_nowait(op)
+
+    def submit_nowait(self, op: WriteOp[T]) -> asyncio.Future[T]:
+        """Queue `op`; the Future is done when its transaction has committed (or failed).
+
+        Raises CommitterClosed at once when the committer is stopped.
+        """
         if self._closing or self._task is None:
             raise CommitterClosed("the store is not accepting writes")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         (self._urgent if type(op).urgent else self._normal).append((op, future))
         self._wakeup.set()
-        # A submitter cancelled while it waits cancels only its wait: the write is
-        # queued and stays in its batch (_commit skips futures already done).
-        return await future
+        return future
 
     async def close(self) -> None:
         """Commit everything already submitted, then stop."""

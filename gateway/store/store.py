@@ -225,6 +225,16 @@ class Store:
     ) -> Coroutine[Any, Any, AcceptResult]:
         return self.committer.submit(ops.AcceptMessage(message, idempotency_key, response))
 
+    def accept_nowait(
+        self,
+        message: NewMessage,
+        *,
+        idempotency_key: str | None = None,
+        response: str | None = None,
+    ) -> asyncio.Future[AcceptResult]:
+        """`accept` as a Future, done once committed (see GroupCommitter.submit_nowait)."""
+        return self.committer.submit_nowait(ops.AcceptMessage(message, idempotency_key, response))
+
     async def transition(
         self,
         message_id: str,

@@ -132,7 +132,7 @@ class SmppConnection(asyncio.Protocol):
         logger: logging.Logger,
         *,
         max_in_flight: int = 1000,
-        task_registry: set[asyncio.Task[None]] | None = None,
+        task_registry: set[asyncio.Future[Any]] | None = None,
         on_pdu: PduObserver | None = None,
     ) -> None:
         """`task_registry` also holds this connection's handler tasks, so that
@@ -156,8 +156,9 @@ class SmppConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self._lost = False
         self.closed: asyncio.Future[None] = self._loop.create_future()
-        # Tasks running the application's handlers for the peer's requests.
-        self._tasks: set[asyncio.Task[None]] = set()
+        # The application's handlers still to answer the peer's requests: tasks,
+        # or the Futures handlers returned (see _answer_later).
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._task_registry = task_registry
         self._max_in_flight = max_in_flight
         self._writing_paused = False
@@ -571,26 +572,50 @@ class SmppConnection(asyncio.Protocol):
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = self._loop.create_task(coro)
-        self._tasks.add(task)
+        self._track(task)
         # One done callback for the connection's set and the registry: a task per
         # request is on the hot path, and each callback is a call_soon.
         task.add_done_callback(self._task_done)
-        registry = self._task_registry
-        if registry is not None:
-            registry.add(task)
-        if len(self._tasks) >= self._max_in_flight:
-            self._update_reading()
         return task
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    def _answer_later(
+        self, future: asyncio.Future[Any], answer: Callable[[asyncio.Future[Any]], None]
+    ) -> None:
+        """A handler that returned a Future: `answer` runs when it is done, no task.
+
+        A task per request, and the chain of coroutines it resumes, cost several
+        times what the handler's own work does on the hottest path (submit_sm).
+        """
+        self._track(future)
+
+        def done(future: asyncio.Future[Any]) -> None:
+            try:
+                answer(future)
+            finally:
+                self._untrack(future)
+
+        future.add_done_callback(done)
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._tasks.add(future)
         registry = self._task_registry
         if registry is not None:
-            registry.discard(task)
+            registry.add(future)
+        if len(self._tasks) >= self._max_in_flight:
+            self._update_reading()
+
+    def _untrack(self, future: asyncio.Future[Any]) -> None:
+        self._tasks.discard(future)
+        registry = self._task_registry
+        if registry is not None:
+            registry.discard(future)
         if self._reading_paused:
             self._update_reading()
         if not self._tasks and (self._idle_waiters or self._close_when_quiet):
             self._wake_idle()
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        self._untrack(task)
         if not task.cancelled():
             exc = task.exception()
             if exc is not None:

@@ -16,6 +16,7 @@ import logging
 import random
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..constants import CommandStatus
 from ..pdu import (
@@ -178,7 +179,7 @@ class SmppClient:
         self._stopped = False
         self._task: asyncio.Task[None] | None = None
         self._bound_waiters: list[asyncio.Future[None]] = []
-        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._handler_tasks: set[asyncio.Future[Any]] = set()
         self.last_bind_status: int | None = None
         """command_status of the last bind_*_resp (None before the first)."""
         self.binds = 0

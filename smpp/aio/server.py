@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import logging
 import ssl as ssl_module
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
 from ..constants import CommandStatus
@@ -79,11 +80,16 @@ class ServerHandler(Protocol):
     async def authenticate(self, session: ServerSession, bind: Bind) -> None:
         """Return to accept the bind; raise InvalidPassword / InvalidSystemId / BindFailed to refuse."""
 
-    async def submit_sm(self, session: ServerSession, pdu: SubmitSm) -> str:
-        """Return the message_id."""
+    def submit_sm(self, session: ServerSession, pdu: SubmitSm) -> Awaitable[str]:
+        """Return the message_id.
 
-    async def data_sm(self, session: ServerSession, pdu: DataSm) -> str:
-        """Return the message_id."""
+        A coroutine function, or a plain one returning an asyncio.Future: the
+        server then answers from the Future's done callback, without a task per
+        submit_sm (a plain function may also raise at once to refuse).
+        """
+
+    def data_sm(self, session: ServerSession, pdu: DataSm) -> Awaitable[str]:
+        """Return the message_id (a coroutine function, or a Future as for submit_sm)."""
 
     async def query_sm(self, session: ServerSession, pdu: QuerySm) -> QuerySmResp:
         """Return the answer; its sequence_number is set by the server."""
@@ -245,11 +251,11 @@ class _ServerConnection(SmppConnection):
         handler = self._handler
         session = self.public
         if isinstance(pdu, SubmitSm):
-            self._spawn(self._answer(pdu, handler.submit_sm(session, pdu)))
+            self._handle(pdu, handler.submit_sm, session)
         elif isinstance(pdu, (BindTransmitter, BindReceiver, BindTransceiver)):
             self._spawn(self._bind(pdu))
         elif isinstance(pdu, DataSm):
-            self._spawn(self._answer(pdu, handler.data_sm(session, pdu)))
+            self._handle(pdu, handler.data_sm, session)
         elif isinstance(pdu, QuerySm):
             self._spawn(self._answer(pdu, handler.query_sm(session, pdu)))
         elif isinstance(pdu, CancelSm):
@@ -271,12 +277,45 @@ class _ServerConnection(SmppConnection):
         """Run one handler call and answer `pdu` with its result or its error's status."""
         try:
             response = _response_for(pdu, await call)
-        except ProtocolError as exc:
-            response = make_response(pdu, exc.command_status)
-        except Exception:
-            log.exception("%s handler failed peer=%s", type(pdu).__name__, self.peer)
-            response = make_response(pdu, CommandStatus.RSYSERR)
+        except Exception as exc:
+            response = self._refusal(pdu, exc)
         self._respond(response)
+
+    def _handle(
+        self,
+        pdu: Pdu,
+        method: Callable[[ServerSession, Any], Awaitable[Any]],
+        session: ServerSession,
+    ) -> None:
+        """Call a handler that may be a coroutine function or return a Future (submit_sm)."""
+        try:
+            call = method(session, pdu)
+        except Exception as exc:  # a plain handler refusing at once
+            self._respond(self._refusal(pdu, exc))
+            return
+        if isinstance(call, asyncio.Future):
+            self._answer_later(call, functools.partial(self._answer_future, pdu))
+        else:
+            self._spawn(self._answer(pdu, call))
+
+    def _answer_future(self, pdu: Pdu, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return  # as a cancelled handler task: the connection is going, no answer
+        exc = future.exception()
+        try:
+            if exc is not None:
+                raise exc
+            response = _response_for(pdu, future.result())
+        except Exception as error:
+            response = self._refusal(pdu, error)
+        self._respond(response)
+
+    def _refusal(self, pdu: Pdu, exc: Exception) -> Pdu:
+        """The answer to `pdu` when its handler raised: a ProtocolError's status, else RSYSERR."""
+        if isinstance(exc, ProtocolError):
+            return make_response(pdu, exc.command_status)
+        log.error("%s handler failed peer=%s", type(pdu).__name__, self.peer, exc_info=exc)
+        return make_response(pdu, CommandStatus.RSYSERR)
 
     async def _bind(self, pdu: Bind) -> None:
         session = self.public
@@ -375,7 +414,7 @@ class SmppServer:
         self.on_pdu = on_pdu
         self._server: asyncio.Server | None = None
         self._connections: set[_ServerConnection] = set()
-        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._handler_tasks: set[asyncio.Future[Any]] = set()
 
     @property
     def port(self) -> int:
@@ -439,11 +478,11 @@ class SmppServer:
         if closing:
             await asyncio.wait(closing)
         # Handlers still running, of these connections and of earlier ones.
-        tasks = list(self._handler_tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        handlers = list(self._handler_tasks)
+        for handler in handlers:
+            handler.cancel()
+        if handlers:
+            await asyncio.gather(*handlers, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None

@@ -283,6 +283,68 @@ async def test_handler_crash_is_answered_with_rsyserr(harness: Harness) -> None:
     assert response.command_status == CommandStatus.RSYSERR
 
 
+class FutureHandler(Handler):
+    """submit_sm as a plain function returning a Future (the server's task-free path):
+    short_message says what to do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[asyncio.Future[str]] = []
+
+    def submit_sm(self, session: ServerSession, pdu: SubmitSm) -> asyncio.Future[str]:  # type: ignore[override]
+        if pdu.short_message == b"refuse now":
+            raise Throttled("refused before any future")
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if pdu.short_message == b"fail later":
+            future.set_exception(InvalidPassword("a ProtocolError, later"))
+        elif pdu.short_message == b"crash later":
+            future.set_exception(RuntimeError("bug"))
+        elif pdu.short_message == b"hold":
+            self.held.append(future)
+            self._changed()
+        else:
+            future.set_result(f"fut-{pdu.destination_addr}")
+        return future
+
+
+def _saying(text: bytes, n: int = 0) -> SubmitSm:
+    return SubmitSm(source_addr="Sender", destination_addr=f"3460000{n:04d}", short_message=text)
+
+
+async def test_a_handler_may_answer_through_a_future(harness: Harness) -> None:
+    handler = FutureHandler()
+    server = await harness.server(handler)
+    client = await harness.client(server.port)
+    ok = await client.submit_sm(submit(7))
+    assert (ok.command_status, ok.message_id) == (CommandStatus.ROK, "fut-34600000007")
+    refused = await client.submit_sm(_saying(b"refuse now"))
+    assert refused.command_status == CommandStatus.RTHROTTLED
+    failed = await client.submit_sm(_saying(b"fail later"))
+    assert failed.command_status == CommandStatus.RINVPASWD
+    crashed = await client.submit_sm(_saying(b"crash later"))
+    assert crashed.command_status == CommandStatus.RSYSERR
+    # A held Future is answered when it is done, and others pass it meanwhile.
+    held = asyncio.ensure_future(client.submit_sm(_saying(b"hold", 1)))
+    await handler.wait_until(lambda: bool(handler.held))
+    assert (await client.submit_sm(submit(2))).message_id == "fut-34600000002"
+    assert not held.done()
+    handler.held[0].set_result("late")
+    assert (await held).message_id == "late"
+
+
+async def test_close_cancels_a_future_still_pending(harness: Harness) -> None:
+    handler = FutureHandler()
+    server = await harness.server(handler)
+    client = await harness.client(server.port)
+    pending = asyncio.ensure_future(client.submit_sm(_saying(b"hold")))
+    await handler.wait_until(lambda: bool(handler.held))
+    await server.close(timeout=0.5)
+    assert handler.held[0].cancelled()
+    pending.cancel()
+    with contextlib.suppress(BaseException):
+        await pending
+
+
 async def test_query_cancel_and_unsupported_replace(harness: Harness) -> None:
     server = await harness.server()
     client = await harness.client(server.port)
