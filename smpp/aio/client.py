@@ -12,6 +12,7 @@ ones. enquire_link keeps the link alive and detects a dead one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import ssl as ssl_module
@@ -44,7 +45,15 @@ __all__ = ["DeliverSmCallback", "SmppClient", "StateCallback"]
 
 log = logging.getLogger("smpp.aio.client")
 
+# A coroutine function, or a plain one returning an asyncio.Future (answered from
+# its done callback, without a task per deliver_sm); the command_status to answer.
 DeliverSmCallback = Callable[[DeliverSm], Awaitable[int | None]]
+
+
+def _deliver_resp(pdu: DeliverSm, status: int | None) -> DeliverSmResp:
+    return DeliverSmResp(sequence_number=pdu.sequence_number, command_status=status or 0)
+
+
 StateCallback = Callable[[bool], None]
 
 _BIND_CLASS: dict[str, type[BindTransmitter | BindReceiver | BindTransceiver]] = {
@@ -73,24 +82,43 @@ class _ClientConnection(SmppConnection):
             callback = self._client._on_deliver_sm
             if callback is None:
                 self._respond(DeliverSmResp(sequence_number=pdu.sequence_number))
+                return
+            try:
+                call = callback(pdu)
+            except Exception:
+                log.exception("on_deliver_sm failed")
+                self._respond(_deliver_resp(pdu, CommandStatus.RX_T_APPN))
+                return
+            if isinstance(call, asyncio.Future):
+                # No task per deliver_sm (see SmppConnection._answer_later).
+                self._answer_later(call, functools.partial(self._answer_deliver, pdu))
             else:
-                self._spawn(self._deliver(pdu, callback))
+                self._spawn(self._deliver(pdu, call))
         elif isinstance(pdu, (Outbind, AlertNotification)):
             pass  # never answered (sections 4.1.7, 4.12)
         else:
             # data_sm from the SMSC is not supported by this client.
             self._respond(make_response(pdu, CommandStatus.RINVCMDID))
 
-    async def _deliver(self, pdu: DeliverSm, callback: DeliverSmCallback) -> None:
+    async def _deliver(self, pdu: DeliverSm, call: Awaitable[int | None]) -> None:
         try:
-            status = await callback(pdu)
+            status = await call
         except Exception:
             log.exception("on_deliver_sm failed")
             # Temporary application error: the SMSC delivers it again later.
             status = CommandStatus.RX_T_APPN
-        self._respond(
-            DeliverSmResp(sequence_number=pdu.sequence_number, command_status=status or 0)
-        )
+        self._respond(_deliver_resp(pdu, status))
+
+    def _answer_deliver(self, pdu: DeliverSm, future: asyncio.Future[int | None]) -> None:
+        if future.cancelled():
+            return  # as a cancelled handler task: the connection is going, no answer
+        exc = future.exception()
+        if exc is not None:
+            log.error("on_deliver_sm failed", exc_info=exc)
+            status: int | None = CommandStatus.RX_T_APPN
+        else:
+            status = future.result()
+        self._respond(_deliver_resp(pdu, status))
 
     def _on_state_changed(self, old: State, new: State) -> None:
         super()._on_state_changed(old, new)

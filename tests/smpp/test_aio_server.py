@@ -422,6 +422,45 @@ async def test_deliver_sm_reaches_on_deliver_sm_and_resp_comes_back(
     assert refused.command_status == CommandStatus.RX_T_APPN
 
 
+async def test_on_deliver_sm_may_answer_through_a_future(harness: Harness) -> None:
+    handler = Handler()
+    server = await harness.server(handler)
+    held: list[asyncio.Future[int | None]] = []
+
+    def on_deliver_sm(pdu: DeliverSm) -> asyncio.Future[int | None]:
+        if pdu.destination_addr == "raise":
+            raise RuntimeError("bug before any future")
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        if pdu.destination_addr == "fail":
+            future.set_exception(RuntimeError("bug later"))
+        elif pdu.destination_addr == "hold":
+            held.append(future)
+        else:
+            future.set_result(None)
+        return future
+
+    await harness.client(server.port, bind="transceiver", on_deliver_sm=on_deliver_sm)
+    await handler.wait_until(lambda: bool(handler.sessions))
+    session = handler.sessions[0]
+
+    async def send(to: str) -> int:
+        pdu = DeliverSm(destination_addr=to, esm_class=0x04)
+        return (await session.send_deliver_sm(pdu, timeout=WAIT)).command_status
+
+    assert await send("ok") == CommandStatus.ROK
+    # A handler that breaks, now or later, answers "temporary": the SMSC resends.
+    assert await send("raise") == CommandStatus.RX_T_APPN
+    assert await send("fail") == CommandStatus.RX_T_APPN
+    later = asyncio.ensure_future(send("hold"))
+    async with asyncio.timeout(WAIT):
+        while not held:
+            await asyncio.sleep(0.01)
+    assert await send("ok") == CommandStatus.ROK
+    assert not later.done()
+    held[0].set_result(CommandStatus.RX_P_APPN)
+    assert await later == CommandStatus.RX_P_APPN
+
+
 async def test_deliver_sm_to_a_transmitter_is_refused_locally(harness: Harness) -> None:
     handler = Handler()
     server = await harness.server(handler)
