@@ -17,6 +17,7 @@ from typing import Protocol
 import phonenumbers
 
 from gateway.frozen import record
+from gateway.futures import pass_failure
 from gateway.ids import new_message_id
 from gateway.lifecycle import Status
 from gateway.logs import mask_number as mask_number  # re-exported; defined once, in logs
@@ -168,13 +169,7 @@ class MessageService:
         out: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
 
         def done(committed: asyncio.Future[AcceptResult]) -> None:
-            if committed.cancelled():
-                out.cancel()
-                return
-            exc = committed.exception()
-            if exc is not None:
-                if not out.done():
-                    out.set_exception(exc)
+            if pass_failure(committed, out):
                 return
             result = self._committed(account, interface, message, status, committed.result())
             if not out.done():

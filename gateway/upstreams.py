@@ -17,6 +17,7 @@ from datetime import datetime
 
 from gateway.config import UpstreamSettings
 from gateway.events import StatusBus
+from gateway.futures import pass_failure
 from gateway.lifecycle import FINAL, Status
 from gateway.metrics import Metrics
 from gateway.store import ApplyReceipt, ReceiptResult, Store, utcnow
@@ -166,13 +167,7 @@ class Upstream:
         status: Status,
         applied: asyncio.Future[ReceiptResult],
     ) -> None:
-        if applied.cancelled():
-            answer.cancel()
-            return
-        exc = applied.exception()
-        if exc is not None:
-            if not answer.done():
-                answer.set_exception(exc)  # RX_T_APPN: the SMSC sends it again later
+        if pass_failure(applied, answer):  # a failed commit: RX_T_APPN, the SMSC resends
             return
         result = applied.result()
         self.metrics.child(

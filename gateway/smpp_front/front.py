@@ -38,6 +38,7 @@ from datetime import datetime, timedelta
 
 from gateway.config import SmppSettings, parse_listen
 from gateway.events import StatusBus
+from gateway.futures import pass_failure
 from gateway.lifecycle import FINAL, Status
 from gateway.logs import mask_number
 from gateway.messages import (
@@ -392,12 +393,7 @@ def _message_id_of(
     """submit_sm's answer from the accept: the message id, or the commit's failure."""
     if out.done():
         return  # the session went away meanwhile; the message is accepted all the same
-    if accepted.cancelled():
-        out.cancel()
-        return
-    exc = accepted.exception()
-    if exc is not None:
-        out.set_exception(exc)
+    if pass_failure(accepted, out):
         return
     result = accepted.result()
     _log_accepted(result, account, destination)
