@@ -168,6 +168,7 @@ class Dispatcher:
         self._background: set[asyncio.Task[Any]] = set()
         self._busy: set[asyncio.Task[Any]] = set()  # senders in the middle of a submit
         self._stopping = False
+        self._loop: Any = None  # asyncio.AbstractEventLoop, set by start()
 
     # --- the queue ----------------------------------------------------------------
 
@@ -312,7 +313,7 @@ class Dispatcher:
     async def _take(self, lane: _Lane) -> Outgoing:
         if lane.queue:
             return lane.queue.popleft()
-        taker: asyncio.Future[Outgoing] = asyncio.get_running_loop().create_future()
+        taker: asyncio.Future[Outgoing] = self._loop.create_future()
         lane.takers.append(taker)
         try:
             return await taker
@@ -331,6 +332,7 @@ class Dispatcher:
     # --- life -----------------------------------------------------------------------
 
     async def start(self, upstreams: list[Upstream]) -> None:
+        self._loop = asyncio.get_running_loop()  # kept: looked up per message otherwise
         self.upstreams = upstreams
         self._lanes = {u.name: _Lane(u) for u in upstreams}
         for account in await self.store.list_accounts():

@@ -166,7 +166,7 @@ class MessageService:
             idempotency_key=sub.idempotency_key,
             response=accepted.response_body() if sub.idempotency_key is not None else None,
         )
-        out: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        out: asyncio.Future[Accepted] = committed.get_loop().create_future()
 
         def done(committed: asyncio.Future[AcceptResult]) -> None:
             if pass_failure(committed, out):

@@ -274,7 +274,7 @@ class SmppFront:
             raise MessageQueueFull("the gateway's queue is full") from None
         except SubmissionError as exc:
             raise _submission_status(exc) from None
-        message_id: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        message_id: asyncio.Future[str] = accepted.get_loop().create_future()
         accepted.add_done_callback(
             functools.partial(_message_id_of, message_id, account, submission.destination)
         )

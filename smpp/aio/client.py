@@ -16,6 +16,7 @@ import functools
 import logging
 import random
 import ssl as ssl_module
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -456,7 +457,7 @@ class SmppClient:
         # GCRA form of a token bucket: one token per 1/tps, `tps_burst` at most.
         interval = self._tps_interval
         assert interval is not None
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()  # the event loop's clock, without looking the loop up
         tat = self._tat if self._tat > now else now
         send_at = tat - self._tps_tolerance
         self._tat = tat + interval
