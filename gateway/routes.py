@@ -186,12 +186,15 @@ class RouteTable:
         Receipts of messages sent before a restart are not known here and teach
         nothing; the quality rebuilds from new traffic.
         """
-        for form in upstream_id_forms(upstream_id):
-            sent = self._sent.pop((upstream, form), None)
-            if sent is not None:
-                break
-        else:
-            return
+        # The id as sent nearly always matches: spell it otherwise only on a miss.
+        sent = self._sent.pop((upstream, upstream_id), None)
+        if sent is None:
+            for form in upstream_id_forms(upstream_id):
+                sent = self._sent.pop((upstream, form), None)
+                if sent is not None:
+                    break
+            else:
+                return
         destination, at = sent
         now = self.clock()
         with contextlib.suppress(e164.InvalidNumber):

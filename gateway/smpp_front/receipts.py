@@ -93,7 +93,9 @@ class _Unsafe(dict[int, str]):
     """str.translate table: every character outside _RECEIPT_SAFE becomes "?"."""
 
     def __missing__(self, code: int) -> str:
-        return chr(code) if chr(code) in _RECEIPT_SAFE else "?"
+        char = chr(code)
+        self[code] = found = char if char in _RECEIPT_SAFE else "?"
+        return found
 
 
 _SNIPPET = _Unsafe()
@@ -198,7 +200,9 @@ class ReceiptSender:
         window: int = 10,
         batch_size: int = 500,
         retry_s: float = 30.0,
-        send_timeout: float = 30.0,
+        # None: the session's own response_timeout bounds each deliver_sm, and a
+        # second timer per receipt (a heap entry made and cancelled) buys nothing.
+        send_timeout: float | None = None,
     ) -> None:
         self.store = store
         self.ttl = timedelta(seconds=settings.receipt_ttl_s)
