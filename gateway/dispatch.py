@@ -57,7 +57,7 @@ from gateway.store import (
 from gateway.upstreams import Upstream
 from smpp import CommandStatus, Npi, SubmitSm, Ton
 from smpp import text as smstext
-from smpp.aio import ConnectionLostError, NotBoundError, ResponseTimeoutError
+from smpp.aio import ConnectionLostError, NotBoundError, ResponseTimeoutError, submit_sm_resp
 from smpp.constants import TEMPORARY_STATUSES
 
 log = logging.getLogger(__name__)
@@ -477,7 +477,13 @@ class Dispatcher:
             self.routes.submitting(upstream.name)
             try:
                 session, client = upstream.pick()
-                resp = await client.submit_sm(pdu)
+                # Sent at once when the window has a slot (the common case): one
+                # Future to wait on instead of a chain of coroutines.
+                pending = client.submit_sm_nowait(pdu)
+                if pending is None:
+                    resp = await client.submit_sm(pdu)
+                else:
+                    resp = submit_sm_resp(await pending)
             except (NotBoundError, ConnectionLostError, ResponseTimeoutError) as exc:
                 reason = type(exc).__name__
                 if isinstance(exc, ResponseTimeoutError):
@@ -502,7 +508,7 @@ class Dispatcher:
                     self.metrics.child(self.metrics.submit_latency, upstream.name).observe(
                         max(0.0, (at - item.created_at).total_seconds())
                     )
-                changes = await self.store.part_update(
+                changes = await self.store.committer.submit_nowait(
                     PartUpdate(
                         item.message_id,
                         seqnum,

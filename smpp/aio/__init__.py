@@ -8,7 +8,7 @@ from ._errors import (
     ResponseTimeoutError,
     SmppAioError,
 )
-from .client import DeliverSmCallback, SmppClient, StateCallback
+from .client import DeliverSmCallback, SmppClient, StateCallback, submit_sm_resp
 from .server import BaseServerHandler, BindType, ServerHandler, ServerSession, SmppServer
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "SmppClient",
     "SmppServer",
     "StateCallback",
+    "submit_sm_resp",
 ]

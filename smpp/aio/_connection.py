@@ -472,6 +472,28 @@ class SmppConnection(asyncio.Protocol):
         finally:
             handle.cancel()
 
+    def request_nowait(
+        self, pdu: Pdu, *, may_send: Callable[[], bool] | None = None
+    ) -> asyncio.Future[Pdu] | None:
+        """`request` for when nothing need wait: send `pdu` now and return the Future of
+        its response (failing as `request` raises), or None when a window slot is not
+        free, or `may_send` (asked once a slot is) says no: then `request` waits.
+
+        No coroutine per request on the hottest path (the dispatcher's submit_sm);
+        only the session's response_timeout applies.
+        """
+        if self._lost:
+            raise ConnectionLostError("connection closed")
+        if self._slot_waiters or self._session.window_free - self._reserved <= 0:
+            return None
+        if may_send is not None and not may_send():
+            return None
+        sent = self._send_request(pdu)
+        fut: asyncio.Future[Pdu] = self._loop.create_future()
+        self._pending[sent.sequence_number] = fut
+        self._schedule_flush()
+        return fut
+
     def _send_request(self, pdu: Pdu) -> Pdu:
         try:
             return self._session.send(pdu, self._loop.time())

@@ -42,13 +42,23 @@ from ._connection import PduObserver, SmppConnection
 from ._errors import BindRefusedError, NotBoundError, SmppAioError
 from .server import BindType
 
-__all__ = ["DeliverSmCallback", "SmppClient", "StateCallback"]
+__all__ = ["DeliverSmCallback", "SmppClient", "StateCallback", "submit_sm_resp"]
 
 log = logging.getLogger("smpp.aio.client")
 
 # A coroutine function, or a plain one returning an asyncio.Future (answered from
 # its done callback, without a task per deliver_sm); the command_status to answer.
 DeliverSmCallback = Callable[[DeliverSm], Awaitable[int | None]]
+
+
+def submit_sm_resp(response: Pdu) -> SubmitSmResp:
+    """A submit_sm's response as a SubmitSmResp: a generic_nack becomes one with its status."""
+    if isinstance(response, SubmitSmResp):
+        return response
+    return SubmitSmResp(
+        sequence_number=response.sequence_number,
+        command_status=response.command_status or CommandStatus.RSYSERR,
+    )
 
 
 def _deliver_resp(pdu: DeliverSm, status: int | None) -> DeliverSmResp:
@@ -432,13 +442,20 @@ class SmppClient:
         if conn is None or not self._bound or self._closing:
             raise NotBoundError("not bound")
         throttle = self._throttle if self._tps_interval is not None else None
-        response = await conn.request(pdu, throttle=throttle)
-        if isinstance(response, SubmitSmResp):
-            return response
-        return SubmitSmResp(
-            sequence_number=response.sequence_number,
-            command_status=response.command_status or CommandStatus.RSYSERR,
-        )
+        return submit_sm_resp(await conn.request(pdu, throttle=throttle))
+
+    def submit_sm_nowait(self, pdu: SubmitSm) -> asyncio.Future[Pdu] | None:
+        """`submit_sm` when it can go at once (a window slot free, the tps allowing):
+        the Future of the response, a SubmitSmResp or a generic_nack (`submit_sm_resp`
+        turns either into a SubmitSmResp); else None, and then `submit_sm` waits.
+
+        Raises `NotBoundError` as `submit_sm` does.
+        """
+        conn = self._conn
+        if conn is None or not self._bound or self._closing:
+            raise NotBoundError("not bound")
+        may_send = self._token_now if self._tps_interval is not None else None
+        return conn.request_nowait(pdu, may_send=may_send)
 
     async def data_sm(self, pdu: DataSm) -> DataSmResp:
         response = await self.request(pdu)
@@ -448,6 +465,18 @@ class SmppClient:
             sequence_number=response.sequence_number,
             command_status=response.command_status or CommandStatus.RSYSERR,
         )
+
+    def _token_now(self) -> bool:
+        """Take the tps token if this send's turn is now (as _throttle with no wait), else
+        leave it for the next try."""
+        interval = self._tps_interval
+        assert interval is not None
+        now = time.monotonic()
+        tat = self._tat if self._tat > now else now
+        if tat - self._tps_tolerance > now:
+            return False
+        self._tat = tat + interval
+        return True
 
     def _throttle(self) -> float:
         """Seconds until the next send's turn, that turn taken (0: send now).

@@ -21,7 +21,7 @@ from smpp import (
     UnbindResp,
     encode,
 )
-from smpp.aio import ConnectionLostError, NotBoundError, ResponseTimeoutError
+from smpp.aio import ConnectionLostError, NotBoundError, ResponseTimeoutError, submit_sm_resp
 
 from .test_aio_server import WAIT, Handler, Harness, submit
 
@@ -70,6 +70,49 @@ async def test_tps_is_honoured(harness: Harness) -> None:
     assert all(r.command_status == CommandStatus.ROK for r in responses)
     # 20 at 50/s with a burst of one: 19 intervals of 20 ms.
     assert elapsed >= 0.3, elapsed
+
+
+async def test_submit_sm_nowait_sends_only_what_can_go_at_once(harness: Harness) -> None:
+    handler = Handler()
+    handler.gate = asyncio.Event()
+    server = await harness.server(handler)
+    client = await harness.client(server.port, window=2)
+    first, second = client.submit_sm_nowait(submit(1)), client.submit_sm_nowait(submit(2))
+    assert first is not None and second is not None
+    # The window is full: nothing is sent, and the caller is told to wait instead.
+    assert client.submit_sm_nowait(submit(3)) is None
+    waiting = asyncio.ensure_future(client.submit_sm(submit(3)))
+    await handler.wait_until(lambda: handler.in_flight == 2)
+    handler.gate.set()
+    responses = [submit_sm_resp(await first), submit_sm_resp(await second), await waiting]
+    assert [r.message_id for r in responses] == ["msg-1", "msg-2", "msg-3"]
+    assert [p.destination_addr for p in handler.submits] == [
+        submit(i).destination_addr for i in (1, 2, 3)
+    ]
+
+
+async def test_submit_sm_nowait_leaves_the_tps_token_when_it_may_not_send(
+    harness: Harness,
+) -> None:
+    server = await harness.server()
+    client = await harness.client(server.port, tps=5, window=10)
+    sent = client.submit_sm_nowait(submit(1))
+    assert sent is not None
+    # The next turn is 200 ms away: not now, and asking does not use it up (if the
+    # two refusals took a turn each, the submit_sm below would wait 600 ms).
+    assert client.submit_sm_nowait(submit(2)) is None
+    assert client.submit_sm_nowait(submit(2)) is None
+    started = time.monotonic()
+    assert (await client.submit_sm(submit(2))).command_status == CommandStatus.ROK
+    assert 0.15 <= time.monotonic() - started < 0.45
+    assert submit_sm_resp(await sent).command_status == CommandStatus.ROK
+
+
+async def test_submit_sm_nowait_before_bind_raises_not_bound(harness: Harness) -> None:
+    server = await harness.server()
+    client = await harness.client(server.port, start=False)
+    with pytest.raises(NotBoundError):
+        client.submit_sm_nowait(submit(1))
 
 
 async def test_reconnects_and_binds_again_after_the_server_drops_it(harness: Harness) -> None:
