@@ -33,7 +33,13 @@ from gateway.store import (
     utcnow,
 )
 from smpp import text as smstext
-from smpp.aio import ConnectionLostError, NotBoundError, ResponseTimeoutError, ServerSession
+from smpp.aio import (
+    ConnectionLostError,
+    NotBoundError,
+    ResponseTimeoutError,
+    ServerSession,
+    deliver_sm_resp,
+)
 from smpp.constants import CommandStatus, DataCoding, EsmClass, MessageState, Npi, Ton
 from smpp.pdu import DeliverSm
 from smpp.receipt import Receipt, format_receipt, state_to_stat
@@ -418,7 +424,12 @@ class ReceiptSender:
             if session is None:
                 break
             try:
-                response = await session.send_deliver_sm(pdu, timeout=self.send_timeout)
+                # Sent at once when the window has a slot: one Future to wait on.
+                pending = session.send_deliver_sm_nowait(pdu) if self.send_timeout is None else None
+                if pending is None:
+                    response = await session.send_deliver_sm(pdu, timeout=self.send_timeout)
+                else:
+                    response = deliver_sm_resp(await pending)
             except (ConnectionLostError, NotBoundError, InvalidState):
                 continue  # that session went away: try another of the account's
             except ResponseTimeoutError:

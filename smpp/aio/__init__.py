@@ -9,7 +9,14 @@ from ._errors import (
     SmppAioError,
 )
 from .client import DeliverSmCallback, SmppClient, StateCallback, submit_sm_resp
-from .server import BaseServerHandler, BindType, ServerHandler, ServerSession, SmppServer
+from .server import (
+    BaseServerHandler,
+    BindType,
+    ServerHandler,
+    ServerSession,
+    SmppServer,
+    deliver_sm_resp,
+)
 
 __all__ = [
     "BaseServerHandler",
@@ -26,5 +33,6 @@ __all__ = [
     "SmppClient",
     "SmppServer",
     "StateCallback",
+    "deliver_sm_resp",
     "submit_sm_resp",
 ]

@@ -50,7 +50,14 @@ from ..pdu import (
 from ..session import Role, SessionConfig, State
 from ._connection import PduObserver, SmppConnection
 
-__all__ = ["BaseServerHandler", "BindType", "ServerHandler", "ServerSession", "SmppServer"]
+__all__ = [
+    "BaseServerHandler",
+    "BindType",
+    "ServerHandler",
+    "ServerSession",
+    "SmppServer",
+    "deliver_sm_resp",
+]
 
 log = logging.getLogger("smpp.aio.server")
 
@@ -183,13 +190,14 @@ class ServerSession:
         `ResponseTimeoutError`, `ConnectionLostError`, or the session's
         `InvalidState` if the ESME is not bound as receiver or transceiver.
         """
-        response = await self._conn.request(pdu, timeout=timeout)
-        if isinstance(response, DeliverSmResp):
-            return response
-        return DeliverSmResp(
-            sequence_number=response.sequence_number,
-            command_status=response.command_status or CommandStatus.RSYSERR,
-        )
+        return deliver_sm_resp(await self._conn.request(pdu, timeout=timeout))
+
+    def send_deliver_sm_nowait(self, pdu: DeliverSm) -> asyncio.Future[Pdu] | None:
+        """`send_deliver_sm` when a window slot is free: sent now, and the Future of the
+        response (a DeliverSmResp or a generic_nack: see `deliver_sm_resp`); else None,
+        and then `send_deliver_sm` waits for the slot. Only the session's
+        response_timeout applies."""
+        return self._conn.request_nowait(pdu)
 
     async def request(self, pdu: Pdu, timeout: float | None = None) -> Pdu:
         """Any request the SMSC may send (data_sm, alert_notification is not answered)."""
@@ -355,6 +363,16 @@ class _ServerConnection(SmppConnection):
                 pdu.system_id,
                 status,
             )
+
+
+def deliver_sm_resp(response: Pdu) -> DeliverSmResp:
+    """A deliver_sm's response as a DeliverSmResp: a generic_nack becomes one with its status."""
+    if isinstance(response, DeliverSmResp):
+        return response
+    return DeliverSmResp(
+        sequence_number=response.sequence_number,
+        command_status=response.command_status or CommandStatus.RSYSERR,
+    )
 
 
 async def _await(awaitable: Awaitable[Any]) -> None:

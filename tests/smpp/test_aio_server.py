@@ -44,6 +44,7 @@ from smpp.aio import (
     ServerSession,
     SmppClient,
     SmppServer,
+    deliver_sm_resp,
 )
 from smpp.errors import InvalidPassword, InvalidSystemId, ProtocolError, Throttled
 from smpp.session import SessionConfig, State
@@ -496,6 +497,28 @@ async def test_send_deliver_sm_waits_for_a_window_slot(harness: Harness) -> None
     responses = await asyncio.wait_for(asyncio.gather(*sends), WAIT)
     assert [r.command_status for r in responses] == [0] * 6
     assert most == 2
+
+
+async def test_send_deliver_sm_nowait_sends_only_into_a_free_slot(harness: Harness) -> None:
+    handler = Handler()
+    server = await harness.server(handler, config=SessionConfig(window=2))
+    gate = asyncio.Event()
+
+    async def on_deliver_sm(pdu: DeliverSm) -> int | None:
+        await gate.wait()
+        return CommandStatus.RX_P_APPN if pdu.destination_addr == "refuse" else None
+
+    await harness.client(server.port, on_deliver_sm=on_deliver_sm)
+    await handler.wait_until(lambda: bool(handler.sessions))
+    session = handler.sessions[0]
+    first = session.send_deliver_sm_nowait(DeliverSm(destination_addr="ok"))
+    second = session.send_deliver_sm_nowait(DeliverSm(destination_addr="refuse"))
+    assert first is not None and second is not None
+    assert session.send_deliver_sm_nowait(DeliverSm()) is None  # the window is full
+    assert session.outstanding == 2
+    gate.set()
+    statuses = [deliver_sm_resp(await f).command_status for f in (first, second)]
+    assert statuses == [CommandStatus.ROK, CommandStatus.RX_P_APPN]
 
 
 # --- misbehaving peers --------------------------------------------------------------------
