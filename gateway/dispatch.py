@@ -508,7 +508,7 @@ class Dispatcher:
                     self.metrics.child(self.metrics.submit_latency, upstream.name).observe(
                         max(0.0, (at - item.created_at).total_seconds())
                     )
-                changes = await self.store.committer.submit_nowait(
+                changes = await self.store.write_nowait(
                     PartUpdate(
                         item.message_id,
                         seqnum,

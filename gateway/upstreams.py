@@ -141,20 +141,21 @@ class Upstream:
         path): ROK once it is committed, so the SMSC never drops one we lost."""
         if pdu.esm_class & ESM_CLASS_TYPE_MASK not in _RECEIPT_TYPES:
             return self._on_mo_deliver_sm(pdu)
-        answer: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         receipt = self._read_receipt(pdu)
         if receipt is None:
             self.metrics.child(self.metrics.receipts, self.name, "unreadable").inc()
             # Answering an error would make the SMSC resend something we can
             # never read; take it and count it.
-            answer.set_result(CommandStatus.ROK)
-            return answer
+            taken: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+            taken.set_result(CommandStatus.ROK)
+            return taken
         upstream_id, status, error, detail, at = receipt
-        applied = self.store.committer.submit_nowait(
+        applied = self.store.write_nowait(
             ApplyReceipt(
                 self.name, upstream_id, status, at, error=error, received_at=utcnow(), detail=detail
             )
         )
+        answer: asyncio.Future[int | None] = applied.get_loop().create_future()
         applied.add_done_callback(
             functools.partial(self._receipt_applied, answer, upstream_id, status)
         )

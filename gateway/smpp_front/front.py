@@ -268,19 +268,9 @@ class SmppFront:
             schedule_delivery_time=pdu.schedule_delivery_time,
             validity_period=pdu.validity_period,
         )
-        try:
-            accepted = self.messages.accept_nowait(account, "smpp", submission)
-        except QueueFull:
-            raise MessageQueueFull("the gateway's queue is full") from None
-        except SubmissionError as exc:
-            raise _submission_status(exc) from None
-        message_id: asyncio.Future[str] = accepted.get_loop().create_future()
-        accepted.add_done_callback(
-            functools.partial(_message_id_of, message_id, account, submission.destination)
-        )
-        return message_id
+        return self._accept(account, submission)
 
-    async def data_sm(self, session: ServerSession, pdu: DataSm) -> str:
+    def data_sm(self, session: ServerSession, pdu: DataSm) -> asyncio.Future[str]:
         # data_sm has no short_message (section 4.7.1): the text is message_payload; its
         # validity is the qos_time_to_live TLV, in seconds.
         valid_until = None
@@ -298,14 +288,21 @@ class SmppFront:
             user_data=pdu.message_payload or b"",
             valid_until=valid_until,
         )
+        return self._accept(account, submission)
+
+    def _accept(self, account: Account, submission: Submission) -> asyncio.Future[str]:
+        """The message id once `submission` is committed; refusals raise at once."""
         try:
-            accepted = await self.messages.accept(account, "smpp", submission)
+            accepted = self.messages.accept_nowait(account, "smpp", submission)
         except QueueFull:
             raise MessageQueueFull("the gateway's queue is full") from None
         except SubmissionError as exc:
             raise _submission_status(exc) from None
-        _log_accepted(accepted, account, submission.destination)
-        return accepted.id
+        message_id: asyncio.Future[str] = accepted.get_loop().create_future()
+        accepted.add_done_callback(
+            functools.partial(_message_id_of, message_id, account, submission.destination)
+        )
+        return message_id
 
     def _submission(
         self,
@@ -396,19 +393,15 @@ def _message_id_of(
     if pass_failure(accepted, out):
         return
     result = accepted.result()
-    _log_accepted(result, account, destination)
-    out.set_result(result.id)
-
-
-def _log_accepted(accepted: Accepted, account: Account, destination: str) -> None:
     if log.isEnabledFor(logging.DEBUG):
         log.debug(
             "accepted id=%s system_id=%s to=%s segments=%d",
-            accepted.id,
+            result.id,
             account.system_id,
             mask_number(destination),
-            accepted.segments,
+            result.segments,
         )
+    out.set_result(result.id)
 
 
 def _message_id(value: str) -> str:

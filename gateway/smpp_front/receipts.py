@@ -94,17 +94,9 @@ _RECEIPT_SAFE = frozenset(
     c for c in map(chr, range(0x20, 0x7F)) if smstext.encode_gsm7(c, "replace") == c.encode()
 )
 
-
-class _Unsafe(dict[int, str]):
-    """str.translate table: every character outside _RECEIPT_SAFE becomes "?"."""
-
-    def __missing__(self, code: int) -> str:
-        char = chr(code)
-        self[code] = found = char if char in _RECEIPT_SAFE else "?"
-        return found
-
-
-_SNIPPET = _Unsafe()
+# The ASCII outside _RECEIPT_SAFE, for str.translate; the rest of Unicode becomes
+# "?" when the snippet is encoded as ASCII with errors="replace".
+_ASCII_UNSAFE = {c: "?" for c in range(0x80) if chr(c) not in _RECEIPT_SAFE}
 _ERR_FIELD = re.compile(r"err:([0-9A-Za-z]{1,3})")
 _STATUS_IN_ERROR = re.compile(r"\(0x([0-9A-Fa-f]{8})\)")
 
@@ -130,7 +122,12 @@ def receipt_pdu(receipt: SmppReceipt, message: MessageRecord | ReceiptMessage) -
     destination_addr its sender."""
     state = message_state(receipt.status)
     intermediate = receipt.status not in FINAL
-    snippet = message.text[:RECEIPT_TEXT_CHARS].translate(_SNIPPET)
+    snippet = (
+        message.text[:RECEIPT_TEXT_CHARS]
+        .translate(_ASCII_UNSAFE)
+        .encode("ascii", "replace")
+        .decode("ascii")
+    )
     text = format_receipt(
         Receipt(
             id=message.id,

@@ -216,6 +216,11 @@ class Store:
     def write(self, op: WriteOp[T]) -> Coroutine[Any, Any, T]:
         return self.committer.submit(op)
 
+    def write_nowait(self, op: WriteOp[T]) -> asyncio.Future[T]:
+        """`write` as a Future, done once committed (see GroupCommitter.submit_nowait):
+        for the hot paths that answer from done callbacks instead of coroutines."""
+        return self.committer.submit_nowait(op)
+
     def accept(
         self,
         message: NewMessage,
@@ -232,8 +237,8 @@ class Store:
         idempotency_key: str | None = None,
         response: str | None = None,
     ) -> asyncio.Future[AcceptResult]:
-        """`accept` as a Future, done once committed (see GroupCommitter.submit_nowait)."""
-        return self.committer.submit_nowait(ops.AcceptMessage(message, idempotency_key, response))
+        """`accept` as a Future, done once committed (see `write_nowait`)."""
+        return self.write_nowait(ops.AcceptMessage(message, idempotency_key, response))
 
     async def transition(
         self,

@@ -436,7 +436,7 @@ class SmppConnection(asyncio.Protocol):
         deadline = None if timeout is None else self._loop.time() + timeout
         counted = not isinstance(pdu, _UNCOUNTED)
         if counted:
-            if self._slot_waiters or self._session.window_free - self._reserved <= 0:
+            if not self._slot_free():
                 if deadline is None:
                     await self._wait_for_slot()
                 else:
@@ -484,7 +484,7 @@ class SmppConnection(asyncio.Protocol):
         """
         if self._lost:
             raise ConnectionLostError("connection closed")
-        if self._slot_waiters or self._session.window_free - self._reserved <= 0:
+        if not self._slot_free():
             return None
         if may_send is not None and not may_send():
             return None
@@ -493,6 +493,10 @@ class SmppConnection(asyncio.Protocol):
         self._pending[sent.sequence_number] = fut
         self._schedule_flush()
         return fut
+
+    def _slot_free(self) -> bool:
+        """A window slot is free now, and nobody queues for one before us."""
+        return not self._slot_waiters and self._session.window_free - self._reserved > 0
 
     def _send_request(self, pdu: Pdu) -> Pdu:
         try:

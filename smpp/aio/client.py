@@ -425,9 +425,7 @@ class SmppClient:
         `ConnectionLostError`, or the session's `InvalidState` for a request
         the bind type does not allow (submit_sm on a receiver).
         """
-        conn = self._conn
-        if conn is None or not self._bound or self._closing:
-            raise NotBoundError("not bound")
+        conn = self._bound_connection()
         if self._tps_interval is not None and isinstance(pdu, _THROTTLED):
             return await conn.request(pdu, throttle=self._throttle)
         return await conn.request(pdu)
@@ -438,9 +436,7 @@ class SmppClient:
         A generic_nack is returned as a SubmitSmResp with the nack's status.
         """
         # request() inlined: one coroutine frame fewer per message.
-        conn = self._conn
-        if conn is None or not self._bound or self._closing:
-            raise NotBoundError("not bound")
+        conn = self._bound_connection()
         throttle = self._throttle if self._tps_interval is not None else None
         return submit_sm_resp(await conn.request(pdu, throttle=throttle))
 
@@ -451,9 +447,7 @@ class SmppClient:
 
         Raises `NotBoundError` as `submit_sm` does.
         """
-        conn = self._conn
-        if conn is None or not self._bound or self._closing:
-            raise NotBoundError("not bound")
+        conn = self._bound_connection()
         may_send = self._token_now if self._tps_interval is not None else None
         return conn.request_nowait(pdu, may_send=may_send)
 
@@ -466,28 +460,36 @@ class SmppClient:
             command_status=response.command_status or CommandStatus.RSYSERR,
         )
 
+    def _bound_connection(self) -> _ClientConnection:
+        conn = self._conn
+        if conn is None or not self._bound or self._closing:
+            raise NotBoundError("not bound")
+        return conn
+
+    def _wait_for_turn(self, now: float) -> float:
+        """Seconds from `now` until the next send's turn (0: now). GCRA form of a token
+        bucket: one token per 1/tps, `tps_burst` at most."""
+        send_at = max(self._tat, now) - self._tps_tolerance
+        return send_at - now if send_at > now else 0.0
+
+    def _take_turn(self, now: float) -> None:
+        assert self._tps_interval is not None
+        self._tat = max(self._tat, now) + self._tps_interval
+
     def _token_now(self) -> bool:
-        """Take the tps token if this send's turn is now (as _throttle with no wait), else
-        leave it for the next try."""
-        interval = self._tps_interval
-        assert interval is not None
+        """Take the next turn if it is now (submit_sm_nowait), else leave it."""
         now = time.monotonic()
-        tat = self._tat if self._tat > now else now
-        if tat - self._tps_tolerance > now:
+        if self._wait_for_turn(now) > 0:
             return False
-        self._tat = tat + interval
+        self._take_turn(now)
         return True
 
     def _throttle(self) -> float:
-        """Seconds until the next send's turn, that turn taken (0: send now).
+        """Take the next turn; seconds until it comes (0: send now).
 
         Plain, not a coroutine: it runs once per submit_sm and almost never waits.
         """
-        # GCRA form of a token bucket: one token per 1/tps, `tps_burst` at most.
-        interval = self._tps_interval
-        assert interval is not None
         now = time.monotonic()  # the event loop's clock, without looking the loop up
-        tat = self._tat if self._tat > now else now
-        send_at = tat - self._tps_tolerance
-        self._tat = tat + interval
-        return send_at - now if send_at > now else 0.0
+        wait = self._wait_for_turn(now)
+        self._take_turn(now)
+        return wait

@@ -310,12 +310,15 @@ class _ServerConnection(SmppConnection):
         if future.cancelled():
             return  # as a cancelled handler task: the connection is going, no answer
         exc = future.exception()
-        try:
-            if exc is not None:
-                raise exc
-            response = _response_for(pdu, future.result())
-        except Exception as error:
-            response = self._refusal(pdu, error)
+        if exc is None:
+            try:
+                response = _response_for(pdu, future.result())
+            except Exception as error:  # a result of the wrong type
+                response = self._refusal(pdu, error)
+        elif isinstance(exc, Exception):
+            response = self._refusal(pdu, exc)
+        else:
+            raise exc
         self._respond(response)
 
     def _refusal(self, pdu: Pdu, exc: Exception) -> Pdu:
