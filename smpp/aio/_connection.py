@@ -19,7 +19,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from ..constants import CommandStatus
 from ..errors import ProtocolError
@@ -112,6 +112,20 @@ class _HeaderTap:
             self._skip = 0
         else:
             self._skip = pos - n
+
+
+_R = TypeVar("_R", bound=Pdu)
+
+
+def as_response(response: Pdu, kind: type[_R]) -> _R:
+    """A request's response as the `kind` it should be: a generic_nack becomes one
+    with the nack's status (RSYSERR if it had none)."""
+    if isinstance(response, kind):
+        return response
+    return kind(
+        sequence_number=response.sequence_number,
+        command_status=response.command_status or CommandStatus.RSYSERR,
+    )
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:

@@ -38,7 +38,7 @@ from ..pdu import (
     make_response,
 )
 from ..session import BOUND_STATES, Role, SessionConfig, State
-from ._connection import PduObserver, SmppConnection
+from ._connection import PduObserver, SmppConnection, as_response
 from ._errors import BindRefusedError, NotBoundError, SmppAioError
 from .server import BindType
 
@@ -53,12 +53,7 @@ DeliverSmCallback = Callable[[DeliverSm], Awaitable[int | None]]
 
 def submit_sm_resp(response: Pdu) -> SubmitSmResp:
     """A submit_sm's response as a SubmitSmResp: a generic_nack becomes one with its status."""
-    if isinstance(response, SubmitSmResp):
-        return response
-    return SubmitSmResp(
-        sequence_number=response.sequence_number,
-        command_status=response.command_status or CommandStatus.RSYSERR,
-    )
+    return as_response(response, SubmitSmResp)
 
 
 def _deliver_resp(pdu: DeliverSm, status: int | None) -> DeliverSmResp:
@@ -452,13 +447,7 @@ class SmppClient:
         return conn.request_nowait(pdu, may_send=may_send)
 
     async def data_sm(self, pdu: DataSm) -> DataSmResp:
-        response = await self.request(pdu)
-        if isinstance(response, DataSmResp):
-            return response
-        return DataSmResp(
-            sequence_number=response.sequence_number,
-            command_status=response.command_status or CommandStatus.RSYSERR,
-        )
+        return as_response(await self.request(pdu), DataSmResp)
 
     def _bound_connection(self) -> _ClientConnection:
         conn = self._conn

@@ -48,7 +48,7 @@ from ..pdu import (
     make_response,
 )
 from ..session import Role, SessionConfig, State
-from ._connection import PduObserver, SmppConnection
+from ._connection import PduObserver, SmppConnection, as_response
 
 __all__ = [
     "BaseServerHandler",
@@ -370,12 +370,7 @@ class _ServerConnection(SmppConnection):
 
 def deliver_sm_resp(response: Pdu) -> DeliverSmResp:
     """A deliver_sm's response as a DeliverSmResp: a generic_nack becomes one with its status."""
-    if isinstance(response, DeliverSmResp):
-        return response
-    return DeliverSmResp(
-        sequence_number=response.sequence_number,
-        command_status=response.command_status or CommandStatus.RSYSERR,
-    )
+    return as_response(response, DeliverSmResp)
 
 
 async def _await(awaitable: Awaitable[Any]) -> None:
