@@ -93,6 +93,9 @@ class DatabaseSettings(_Section):
     # Group commit: writes queued within this window go into one transaction.
     commit_window_ms: float = Field(default=2.0, ge=0, le=1000)
     commit_max_batch: int = Field(default=1000, gt=0, le=100_000)
+    # Where the group commit's transactions run: a process of their own (the
+    # event loop keeps its GIL to itself) or a thread of the gateway's.
+    writer: Literal["process", "thread"] = "process"
 
     @field_validator("url")
     @classmethod
@@ -301,6 +304,7 @@ url = "sqlite+aiosqlite:///smsgw.db"
 auto_migrate = true
 commit_window_ms = 2.0
 commit_max_batch = 1000
+writer = "process"
 
 [http]
 listen = "127.0.0.1:8080"

@@ -50,6 +50,7 @@ from gateway.store import (
     NewMessage,
     PartUpdate,
     RecordAttempt,
+    StatusChange,
     Store,
     TransitionMessage,
     utcnow,
@@ -508,7 +509,10 @@ class Dispatcher:
                     self.metrics.child(self.metrics.submit_latency, upstream.name).observe(
                         max(0.0, (at - item.created_at).total_seconds())
                     )
-                changes = await self.store.write_nowait(
+                # Not awaited: the window slot is free again, and the next message
+                # need not wait for this commit (a receipt that comes first is held
+                # until it is there). Its changes are reported once committed.
+                self.store.write_nowait(
                     PartUpdate(
                         item.message_id,
                         seqnum,
@@ -519,10 +523,9 @@ class Dispatcher:
                         price=price,
                         detail=detail,
                     )
-                )
+                ).add_done_callback(self._submitted_committed)
                 item.done_parts = item.done_parts | {seqnum}
                 self.metrics.child(self.metrics.route_cost, upstream.name).inc(price)
-                self.bus.publish(changes)
                 continue
             name = _status_name(status)
             self.metrics.child(self.metrics.submit_errors, upstream.name, name).inc()
@@ -558,6 +561,16 @@ class Dispatcher:
             return "rejected"
         self._done(item)
         return "submitted"
+
+    def _submitted_committed(self, written: asyncio.Future[tuple[StatusChange, ...]]) -> None:
+        if written.cancelled():
+            return
+        exc = written.exception()
+        if exc is not None:
+            # The message stays unsent in the store: the next start sends it again.
+            log.error("recording a submit_sm_resp failed: %s: %s", type(exc).__name__, exc)
+            return
+        self.bus.publish(written.result())
 
     def _retry(self, upstream: Upstream, item: Outgoing, reason: str) -> None:
         """A temporary failure on `upstream`: note the attempt, try the next candidate."""

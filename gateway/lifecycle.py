@@ -141,6 +141,10 @@ class IllegalTransition(ValueError):
         self.current = current
         self.new = new
 
+    def __reduce__(self) -> tuple[type[IllegalTransition], tuple[Status, Status]]:
+        # Raised in the writer process and raised again in the gateway's (pickled).
+        return type(self), (self.current, self.new)
+
 
 def is_final(status: Status) -> bool:
     return status in FINAL

@@ -72,10 +72,10 @@ _meter = _Meter()
 @contextlib.contextmanager
 def _metered() -> Iterator[None]:
     """Time, on the writer thread, each transaction and the driver calls within it."""
-    committer_cls = committer_module.GroupCommitter
+    transactions_cls = committer_module.Transactions
     sync_cls = committer_module._SyncConnection
     transaction_cls = committer_module._SyncTransaction
-    run_transaction = committer_cls._run_transaction
+    run_transaction = transactions_cls.run
     fetchall_raw = sync_cls.fetchall_raw
     executemany_raw = sync_cls.executemany_raw
     enter, leave = transaction_cls.__aenter__, transaction_cls.__aexit__
@@ -108,7 +108,7 @@ def _metered() -> Iterator[None]:
         return timed
 
     patches: list[tuple[Any, str, Any]] = [
-        (committer_cls, "_run_transaction", timed_transaction),
+        (transactions_cls, "run", timed_transaction),
         (sync_cls, "fetchall_raw", in_driver(fetchall_raw)),
         (sync_cls, "executemany_raw", in_driver(executemany_raw)),
         (transaction_cls, "__aenter__", in_driver_async(enter)),
@@ -229,7 +229,8 @@ async def run(
 ) -> list[PhaseResult]:
     url = f"sqlite+aiosqlite:///{path}"
     await upgrade_async(url)
-    store = await Store.open_url(url, commit_window_ms=2.0, commit_max_batch=1000)
+    # On the writer thread, where the meter can see it.
+    store = await Store.open_url(url, commit_window_ms=2.0, commit_max_batch=1000, writer="thread")
     results: list[PhaseResult] = []
     try:
         created = await store.create_account(

@@ -6,7 +6,13 @@ result = await store.accept(NewMessage(...))    # returns once committed
 await store.close()
 """
 
-from gateway.store.committer import CommitterClosed, CommitterStats, GroupCommitter, WriteOp
+from gateway.store.committer import (
+    CommitterClosed,
+    CommitterStats,
+    GroupCommitter,
+    WriteOp,
+    WriterLost,
+)
 from gateway.store.engine import create_engine, is_sqlite
 from gateway.store.ops import (
     AcceptMessage,
@@ -70,6 +76,7 @@ __all__ = [
     "WebhookAttempt",
     "WebhookDelivery",
     "WriteOp",
+    "WriterLost",
     "create_engine",
     "format_time",
     "is_sqlite",

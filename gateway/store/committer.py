@@ -23,14 +23,24 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["CommitterClosed", "CommitterStats", "GroupCommitter", "WriteOp"]
+if TYPE_CHECKING:
+    from gateway.store.writer_process import WriterProcess
+
+__all__ = [
+    "CommitterClosed",
+    "CommitterStats",
+    "GroupCommitter",
+    "Transactions",
+    "WriteOp",
+    "WriterLost",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,10 @@ T = TypeVar("T")
 
 class CommitterClosed(RuntimeError):
     """The committer is stopped; the write was not made."""
+
+
+class WriterLost(CommitterClosed):
+    """The writer process ended: the transaction in hand may or may not have committed."""
 
 
 class WriteOp(ABC, Generic[T]):
@@ -77,6 +91,7 @@ class GroupCommitter:
         max_batch: int = 1000,
         writer_engine: Callable[[], AsyncEngine] | None = None,
         writer_sync_engine: Callable[[], sa.Engine] | None = None,
+        writer_process: Callable[[], Awaitable[WriterProcess]] | None = None,
     ):
         """With ``writer_engine`` (a factory), transactions run on a thread of their own.
 
@@ -86,13 +101,20 @@ class GroupCommitter:
         statements takes tens of milliseconds. The writer thread runs its own
         loop with its own engine (made by the factory, in that thread), so a
         batch costs one hand-over each way.
+
+        With ``writer_process`` (a factory), they run in a process of their
+        own instead (see `gateway.store.writer_process`): a thread shares the
+        event loop's GIL, and under load waits for it for most of each batch.
+        A writer process that ended is replaced for the next batch.
         """
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._engine = engine
         self._writer_factory = writer_engine
         self._sync_factory = writer_sync_engine
-        self._sync_engine: sa.Engine | None = None
+        self._process_factory = writer_process
+        self._process: WriterProcess | None = None
+        self._transactions: Transactions | None = None
         # Told (operations, seconds) after each commit: the store's metrics.
         self.on_commit: Callable[[int, float], None] | None = None
         self._writer_loop: asyncio.AbstractEventLoop | None = None
@@ -107,9 +129,6 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self._loop: Any = None  # asyncio.AbstractEventLoop, set by start()
         self._closing = False
-        # The writer keeps one connection for its life: checking one out of the
-        # pool, and the pool's reset on return, cost two round trips per batch.
-        self._conn: AsyncConnection | None = None
         self.stats = CommitterStats()
 
     @property
@@ -119,26 +138,28 @@ class GroupCommitter:
     async def start(self) -> None:
         if self._task is None:
             self._closing = False
-            factory = self._writer_factory
-            if self._sync_factory is not None:
-                sync_factory = self._sync_factory
-
-                def factory() -> AsyncEngine:
-                    self._sync_engine = sync_factory()
-                    return self._engine
-
-            if factory is not None and self._writer_thread is None:
-                await self._start_writer_thread(factory)
+            if self._process_factory is not None:
+                if self._process is None:
+                    self._process = await self._process_factory()
+            elif self._writer_thread is None:
+                engine, sync_factory = self._engine, self._sync_factory
+                factory = self._writer_factory
+                if sync_factory is not None:
+                    await self._start_writer_thread(lambda: Transactions(engine, sync_factory()))
+                elif factory is not None:
+                    await self._start_writer_thread(lambda: Transactions(factory()))
+                elif self._transactions is None:
+                    self._transactions = Transactions(engine)
             self._loop = asyncio.get_running_loop()
             self._task = self._loop.create_task(self._run(), name="smsgw-group-commit")
 
-    async def _start_writer_thread(self, factory: Callable[[], AsyncEngine]) -> None:
+    async def _start_writer_thread(self, factory: Callable[[], Transactions]) -> None:
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         def main() -> None:
             loop = asyncio.new_event_loop()
             try:
-                self._engine = factory()
+                self._transactions = factory()
                 self._writer_loop = loop
                 ready.set_result(None)
             except BaseException as exc:
@@ -189,39 +210,21 @@ class GroupCommitter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-        loop, thread = self._writer_loop, self._writer_thread
-        if loop is None or thread is None:
-            await self._drop_connection()
+        if self._process is not None:
+            process, self._process = self._process, None
+            await process.close()
             return
-        await self._in_writer(self._close_writer())
+        loop, thread = self._writer_loop, self._writer_thread
+        transactions, self._transactions = self._transactions, None
+        if loop is None or thread is None:
+            if transactions is not None:
+                await transactions.drop_connection()
+            return
+        if transactions is not None:
+            await self._in_writer(transactions.close())
         self._writer_loop = self._writer_thread = None
         loop.call_soon_threadsafe(loop.stop)
         await asyncio.to_thread(thread.join)
-
-    async def _close_writer(self) -> None:
-        await self._drop_connection()
-        if self._sync_engine is not None:
-            self._sync_engine.dispose()
-        else:
-            await self._engine.dispose()
-
-    async def _connection(self) -> AsyncConnection:
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            if self._sync_engine is not None:
-                sync_conn = self._sync_engine.connect().execution_options(sqlite_begin="IMMEDIATE")
-                # The operations are written against AsyncConnection; this
-                # stand-in offers the part of it they use, without suspending.
-                self._conn = cast(AsyncConnection, _SyncConnection(sync_conn))
-            else:
-                conn = await self._engine.connect()
-                self._conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
-        return self._conn
-
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
 
     async def _run(self) -> None:
         while True:
@@ -272,8 +275,11 @@ class GroupCommitter:
             results = await self._transaction([op for op, _ in batch])
         except Exception as exc:
             self.stats.failed_batches += 1
-            if len(batch) == 1:
-                _fail(batch[0][1], exc)
+            if len(batch) == 1 or isinstance(exc, WriterLost):
+                # A lost writer may have committed the batch before it ended:
+                # running the writes again could apply them twice.
+                for _, future in batch:
+                    _fail(future, exc)
                 return
             # The type only: a database error's text carries the parameters
             # (message texts, numbers).
@@ -295,14 +301,66 @@ class GroupCommitter:
                 future.set_result(result)
 
     async def _transaction(self, ops: list[WriteOp[Any]]) -> list[Any]:
-        return await self._in_writer(self._run_transaction(ops))
+        if self._process is not None:
+            if self._process.lost and self._process_factory is not None:
+                lost, self._process = self._process, None
+                await lost.close()
+                self._process = await self._process_factory()
+                log.warning("a new writer process took over")
+            return await self._process.run(ops)
+        assert self._transactions is not None
+        return await self._in_writer(self._transactions.run(ops))
 
-    async def _run_transaction(self, ops: list[WriteOp[Any]]) -> list[Any]:
+
+class Transactions:
+    """The writer's one connection and the transactions it runs on it.
+
+    Lives where the transactions run: on the event loop, on the writer thread
+    or in the writer process. With ``sync_engine`` (SQLite) the operations run
+    over a synchronous connection, so a whole transaction runs straight
+    through without suspending.
+    """
+
+    def __init__(self, engine: AsyncEngine | None, sync_engine: sa.Engine | None = None) -> None:
+        self._engine = engine
+        self._sync_engine = sync_engine
+        # One connection for the writer's life: checking one out of the pool,
+        # and the pool's reset on return, cost two round trips per batch.
+        self._conn: AsyncConnection | None = None
+
+    async def connection(self) -> AsyncConnection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            if self._sync_engine is not None:
+                sync_conn = self._sync_engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+                # The operations are written against AsyncConnection; this
+                # stand-in offers the part of it they use, without suspending.
+                self._conn = cast(AsyncConnection, _SyncConnection(sync_conn))
+            else:
+                assert self._engine is not None
+                conn = await self._engine.connect()
+                self._conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+        return self._conn
+
+    async def drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def close(self) -> None:
+        """Drop the connection and dispose of the engine the writer made for itself."""
+        await self.drop_connection()
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+        elif self._engine is not None:
+            await self._engine.dispose()
+
+    async def run(self, ops: list[WriteOp[Any]]) -> list[Any]:
         groups: dict[type[WriteOp[Any]], list[int]] = {}
         for index, op in enumerate(ops):
             groups.setdefault(type(op), []).append(index)
         results: list[Any] = [None] * len(ops)
-        conn = await self._connection()
+        conn = await self.connection()
         try:
             async with conn.begin():
                 for op_type in sorted(groups, key=lambda t: t.order):
@@ -318,7 +376,7 @@ class GroupCommitter:
             if not conn.closed:
                 conn.info.clear()
             if conn.invalidated or conn.closed:
-                await self._drop_connection()
+                await self.drop_connection()
             raise
         return results
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -53,6 +53,7 @@ from gateway.store.tables import (
     unmatched_receipts,
     webhook_deliveries,
 )
+from gateway.store.writer_process import WriterProcess
 
 __all__ = ["AccountExists", "Store"]
 
@@ -172,6 +173,7 @@ class Store:
             database.url,
             commit_window_ms=database.commit_window_ms,
             commit_max_batch=database.commit_max_batch,
+            writer=database.writer,
         )
 
     @classmethod
@@ -182,8 +184,13 @@ class Store:
         commit_window_ms: float = 2.0,
         commit_max_batch: int = 1000,
         engine_options: Mapping[str, Any] | None = None,
+        writer: Literal["process", "thread"] = "process",
     ) -> Store:
-        """``engine_options`` go to ``create_engine`` (e.g. connect_args)."""
+        """``engine_options`` go to ``create_engine`` (e.g. connect_args).
+
+        ``writer`` is where the group committer's transactions run: ``"process"``
+        (a process of their own, see `gateway.store.writer_process`) or
+        ``"thread"`` (a thread of this process)."""
         options = dict(engine_options or {})
         engine = create_engine(url, **options)
         sqlite = is_sqlite(url)
@@ -193,6 +200,9 @@ class Store:
             max_batch=commit_max_batch,
             writer_engine=None if sqlite else (lambda: create_engine(url, **options)),
             writer_sync_engine=(lambda: create_sync_sqlite_engine(url)) if sqlite else None,
+            writer_process=(
+                (lambda: WriterProcess.start(url, options)) if writer == "process" else None
+            ),
         )
         await committer.start()
         return cls(engine, committer)

@@ -71,7 +71,9 @@ async def test_receipts_before_submit_sm_resp_with_other_id_forms_are_matched(
 
 
 async def test_a_throttling_upstream_is_slowed_not_abandoned(tmp_path: Path) -> None:
-    async with Simulator(SimulatorOptions(dlr_delay_ms=5, max_tps=100)) as simulator:
+    # 300 messages over a limit of 50/s with a second of burst: throttled unless the
+    # gateway takes over 5 s to send them (unthrottled it takes one or two).
+    async with Simulator(SimulatorOptions(dlr_delay_ms=5, max_tps=50)) as simulator:
         settings = settings_for(tmp_path, upstreams=[_upstream(simulator)])
         async with running(settings) as gateway, aiohttp.ClientSession() as http:
             await _post(http, base_url(gateway), 300)
