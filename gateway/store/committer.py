@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -37,6 +38,7 @@ __all__ = [
     "CommitterClosed",
     "CommitterStats",
     "GroupCommitter",
+    "OneByOne",
     "Transactions",
     "WriteOp",
     "WriterLost",
@@ -45,6 +47,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Transactions handed to a writer process at once (see _send_transaction).
+PIPELINE_DEPTH = 2
 
 
 class CommitterClosed(RuntimeError):
@@ -70,6 +75,16 @@ class WriteOp(ABC, Generic[T]):
     @classmethod
     @abstractmethod
     async def run_batch(cls, conn: AsyncConnection, ops: Sequence[Self]) -> list[T]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OneByOne:
+    """A writer process's answer for a batch that failed (``error``, the type's name):
+    it ran each write in a transaction of its own, ``outcomes`` in the batch's order,
+    ``(True, result)`` or ``(False, exception)``."""
+
+    error: str
+    outcomes: list[tuple[bool, Any]]
 
 
 @dataclass
@@ -114,6 +129,8 @@ class GroupCommitter:
         self._sync_factory = writer_sync_engine
         self._process_factory = writer_process
         self._process: WriterProcess | None = None
+        self._slots = asyncio.Semaphore(PIPELINE_DEPTH)
+        self._in_flight: set[asyncio.Future[list[Any] | OneByOne]] = set()
         self._transactions: Transactions | None = None
         # Told (operations, seconds) after each commit: the store's metrics.
         self.on_commit: Callable[[int, float], None] | None = None
@@ -139,8 +156,7 @@ class GroupCommitter:
         if self._task is None:
             self._closing = False
             if self._process_factory is not None:
-                if self._process is None:
-                    self._process = await self._process_factory()
+                await self._writer_process()
             elif self._writer_thread is None:
                 engine, sync_factory = self._engine, self._sync_factory
                 factory = self._writer_factory
@@ -209,6 +225,8 @@ class GroupCommitter:
         self._wakeup.set()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
         self._task = None
         if self._process is not None:
             process, self._process = self._process, None
@@ -270,27 +288,118 @@ class GroupCommitter:
     async def _commit_one_transaction(
         self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]
     ) -> None:
+        if self._process_factory is not None:
+            await self._send_transaction(batch)
+            return
         started = time.perf_counter()
         try:
             results = await self._transaction([op for op, _ in batch])
         except Exception as exc:
-            self.stats.failed_batches += 1
-            if len(batch) == 1 or isinstance(exc, WriterLost):
-                # A lost writer may have committed the batch before it ended:
-                # running the writes again could apply them twice.
-                for _, future in batch:
-                    _fail(future, exc)
-                return
-            # The type only: a database error's text carries the parameters
-            # (message texts, numbers).
-            log.warning(
-                "group commit of %d writes failed (%s); retrying one by one",
-                len(batch),
-                type(exc).__name__,
-            )
-            for item in batch:
-                await self._commit_one_transaction([item])
+            if self._failed(batch, exc):
+                for item in batch:
+                    await self._commit_one_transaction([item])
             return
+        self._committed(batch, results, started)
+
+    async def _send_transaction(
+        self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]
+    ) -> None:
+        """Hand the batch to the writer process without waiting for its commit.
+
+        Up to PIPELINE_DEPTH transactions are in hand at once: the next one waits
+        in the socket while the writer runs the current one, so the writer need
+        not wait for this loop to take an answer and send the next batch (under
+        load a turn of the loop takes milliseconds). What comes meanwhile waits
+        here and goes in the batch after.
+        """
+        await self._slots.acquire()
+        try:
+            process = await self._writer_process()
+            answer = process.send([op for op, _ in batch])
+        except Exception as exc:
+            self._slots.release()
+            self.stats.failed_batches += 1
+            for _, future in batch:
+                _fail(future, exc)
+            return
+        except BaseException:
+            self._slots.release()
+            raise
+        started = time.perf_counter()
+        self._in_flight.add(answer)
+        answer.add_done_callback(functools.partial(self._answered, batch, started))
+
+    def _answered(
+        self,
+        batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]],
+        started: float,
+        answer: asyncio.Future[list[Any] | OneByOne],
+    ) -> None:
+        self._slots.release()
+        self._in_flight.discard(answer)
+        exc = WriterLost("cancelled") if answer.cancelled() else answer.exception()
+        if exc is not None:
+            self._failed(batch, exc)
+            return
+        results = answer.result()
+        if not isinstance(results, OneByOne):
+            self._committed(batch, results, started)
+            return
+        # The writer retried a failed batch one write per transaction itself, in
+        # the batch's place, so the writes sent after it still come after it.
+        self._failed(batch, results.error)
+        for item, (ok, value) in zip(batch, results.outcomes, strict=True):
+            if ok:
+                self._committed([item], [value], started)
+            else:
+                self.stats.failed_batches += 1
+                _fail(item[1], value)
+
+    async def _writer_process(self) -> WriterProcess:
+        """The writer process, a new one when the last has ended."""
+        assert self._process_factory is not None
+        if self._process is None or self._process.lost:
+            lost, self._process = self._process, None
+            if lost is not None:
+                await lost.close()
+            self._process = await self._process_factory()
+            if lost is not None:
+                log.warning("a new writer process took over")
+        return self._process
+
+    def _failed(
+        self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]], exc: BaseException | str
+    ) -> bool:
+        """Note a failed transaction; True when its writes should be retried one by one.
+
+        ``exc`` is the error's type name when the writer process retried them already."""
+        self.stats.failed_batches += 1
+        if isinstance(exc, str):
+            log.warning(
+                "group commit of %d writes failed (%s); retried one by one", len(batch), exc
+            )
+            return False
+        if len(batch) == 1 or isinstance(exc, WriterLost):
+            # A lost writer may have committed the batch before it ended:
+            # running the writes again could apply them twice.
+            for _, future in batch:
+                _fail(future, exc)
+            return False
+        # The type only: a database error's text carries the parameters
+        # (message texts, numbers).
+        log.warning(
+            "group commit of %d writes failed (%s); retrying one by one",
+            len(batch),
+            type(exc).__name__,
+        )
+        return True
+
+    def _committed(
+        self,
+        batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]],
+        results: list[Any],
+        started: float,
+    ) -> None:
         self.stats.batches += 1
         self.stats.operations += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
@@ -301,13 +410,6 @@ class GroupCommitter:
                 future.set_result(result)
 
     async def _transaction(self, ops: list[WriteOp[Any]]) -> list[Any]:
-        if self._process is not None:
-            if self._process.lost and self._process_factory is not None:
-                lost, self._process = self._process, None
-                await lost.close()
-                self._process = await self._process_factory()
-                log.warning("a new writer process took over")
-            return await self._process.run(ops)
         assert self._transactions is not None
         return await self._in_writer(self._transactions.run(ops))
 

@@ -10,7 +10,9 @@ the batch and one of the results.
 
 The two ends speak over a socket pair, one frame each way per transaction: a
 4-byte big-endian length and a pickle. To the child: the list of operations of
-one transaction. Back: ``(True, results)`` or ``(False, exception)``. The
+one transaction. Back: ``(True, results)``, ``(True, OneByOne)`` (the batch failed
+and the child ran each operation in a transaction of its own, as the committer
+does on a thread) or ``(False, exception)``. The
 child's first frame says whether it could open the database. When the parent
 closes its end (``close()``, or the parent died, even by SIGKILL), the child
 finishes the transaction in hand, closes its connection and exits.
@@ -33,10 +35,11 @@ import pickle
 import signal
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from gateway.store.committer import Transactions, WriteOp, WriterLost
+from gateway.store.committer import OneByOne, Transactions, WriteOp, WriterLost
 from gateway.store.engine import create_engine, create_sync_sqlite_engine, is_sqlite
 
 __all__ = ["WriterProcess"]
@@ -59,7 +62,10 @@ class WriterProcess:
         self._process = process
         self._reader = reader
         self._writer = writer
-        self._lock = asyncio.Lock()
+        # The answers still to come, in the order the transactions were sent:
+        # the child runs them one after the other.
+        self._answers: deque[asyncio.Future[Any]] = deque()
+        self._reading: asyncio.Task[None] | None = None
         self._lost = False
 
     @property
@@ -99,48 +105,74 @@ class WriterProcess:
         self = cls(process, reader, writer)
         try:
             async with asyncio.timeout(_START_TIMEOUT_S):
-                await self._answer()
+                ok, value = await self._read_answer()
+            if not ok:
+                raise value
         except BaseException:
             await self._stop()
             raise
+        self._reading = asyncio.get_running_loop().create_task(
+            self._read_answers(), name="smsgw-writer-answers"
+        )
         return self
 
-    async def run(self, ops: list[WriteOp[Any]]) -> list[Any]:
-        """Run ``ops`` as one transaction in the child; its results, or what it raised."""
+    def send(self, ops: list[WriteOp[Any]]) -> asyncio.Future[list[Any] | OneByOne]:
+        """Send ``ops`` as one transaction; the Future is done with its results (or
+        what it raised) once the child has committed it (or rolled it back). When
+        it failed and ``ops`` were several, the child ran each in a transaction of
+        its own: the result is then a `OneByOne`."""
+        if self._lost:
+            raise WriterLost("the writer process has ended")
         payload = pickle.dumps(ops, pickle.HIGHEST_PROTOCOL)
-        async with self._lock:
-            if self._lost:
-                raise WriterLost("the writer process has ended")
-            self._writer.write(_FRAME.pack(len(payload)) + payload)
-            try:
-                return await self._answer()  # type: ignore[no-any-return]
-            except asyncio.CancelledError:
-                # Its answer would be taken for the next transaction's: this
-                # child is done (it finishes the transaction and exits).
-                self._lost = True
-                self._writer.close()
-                raise
+        answer: asyncio.Future[list[Any] | OneByOne] = asyncio.get_running_loop().create_future()
+        self._answers.append(answer)
+        self._writer.write(_FRAME.pack(len(payload)) + payload)
+        return answer
 
-    async def _answer(self) -> Any:
+    async def _read_answer(self) -> tuple[bool, Any]:
+        header = await self._reader.readexactly(_FRAME.size)
+        answer: tuple[bool, Any] = pickle.loads(
+            await self._reader.readexactly(_FRAME.unpack(header)[0])
+        )
+        return answer
+
+    async def _read_answers(self) -> None:
         try:
-            header = await self._reader.readexactly(_FRAME.size)
-            ok, value = pickle.loads(await self._reader.readexactly(_FRAME.unpack(header)[0]))
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            while True:
+                ok, value = await self._read_answer()
+                answer = self._answers.popleft()
+                if answer.done():
+                    continue
+                if ok:
+                    answer.set_result(value)
+                else:
+                    answer.set_exception(value)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
             self._lost = True
-            code = self._process.exitcode
-            log.error("the writer process ended (exit code %s)", code)
-            raise WriterLost(f"the writer process ended (exit code {code})") from exc
-        if not ok:
-            raise value
-        return value
+            if self._answers:
+                code = self._process.exitcode
+                log.error("the writer process ended (exit code %s)", code)
+                while self._answers:
+                    answer = self._answers.popleft()
+                    if not answer.done():
+                        answer.set_exception(
+                            WriterLost(f"the writer process ended (exit code {code})")
+                        )
 
     async def close(self) -> None:
-        """Let the child finish and exit (the committer has nothing in hand any more)."""
-        async with self._lock:
-            await self._stop()
+        """Let the child finish what it was sent and exit."""
+        await self._stop()
 
     async def _stop(self) -> None:
         self._lost = True
+        if self._reading is not None:
+            # EOF to the child, which answers what it has in hand and exits; the
+            # answers still come in until it has.
+            with contextlib.suppress(OSError):
+                self._writer.write_eof()
+            await asyncio.gather(self._reading, return_exceptions=True)
         self._writer.close()
         with contextlib.suppress(ConnectionError):
             await self._writer.wait_closed()
@@ -177,15 +209,32 @@ def _child_main(sock: socket.socket, url: str, engine_options: dict[str, Any]) -
         _send(sock, (True, None))
         try:
             while (ops := _receive(sock)) is not None:
-                try:
-                    answer: tuple[bool, Any] = (True, run(transactions.run(ops)))
-                except Exception as exc:
-                    answer = (False, _portable(exc))
-                _send(sock, answer)
+                _send(sock, _transaction(run, transactions, ops))
         finally:
             run(transactions.close())
             if loop is not None:
                 loop.close()
+
+
+def _transaction(
+    run: Callable[[Coroutine[Any, Any, Any]], Any], transactions: Transactions, ops: list[Any]
+) -> tuple[bool, Any]:
+    """One batch, as GroupCommitter runs it on a thread: a batch that fails is run
+    again one write per transaction, so that one bad write fails alone (here, so
+    that the batches sent after it still run after it)."""
+    try:
+        return True, run(transactions.run(ops))
+    except Exception as exc:
+        if len(ops) == 1:
+            return False, _portable(exc)
+        error = type(exc).__name__
+    outcomes: list[tuple[bool, Any]] = []
+    for op in ops:
+        try:
+            outcomes.append((True, run(transactions.run([op]))[0]))
+        except Exception as exc:
+            outcomes.append((False, _portable(exc)))
+    return True, OneByOne(error, outcomes)
 
 
 def _drive(coro: Coroutine[Any, Any, T]) -> T:

@@ -120,11 +120,15 @@ async def test_a_writer_that_dies_is_replaced(db: Database) -> None:
         before = _message(account_id)
         await store.accept(before)
         pid = _writer_pid(store)
+        os.kill(pid, signal.SIGSTOP)
+        in_hand = asyncio.ensure_future(store.accept(_message(account_id)))
+        await asyncio.sleep(0.2)  # sent, not answered
+        assert not in_hand.done()
         os.kill(pid, signal.SIGKILL)
-        await _wait_gone(pid)
-        # The write that finds it dead fails: nothing says whether it committed.
+        # Nothing says whether the transaction in hand committed: it fails.
         with pytest.raises(WriterLost):
-            await store.accept(_message(account_id))
+            await in_hand
+        await _wait_gone(pid)
         after = _message(account_id)
         assert (await store.accept(after)).status is Status.ACCEPTED
         assert _writer_pid(store) != pid
