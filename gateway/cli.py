@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import ConfigError, DatabaseSettings, Settings, load_settings
 
 __all__ = ["main"]
 
@@ -120,6 +120,13 @@ async def _db_upgrade(settings: Settings) -> int:
     return EXIT_OK
 
 
+def _one_off(settings: Settings) -> DatabaseSettings:
+    """The database settings for a short command: account administration runs its
+    own transactions, so a writer process for the group commit would only cost
+    its start."""
+    return settings.database.model_copy(update={"writer": "thread"})
+
+
 async def _account_add(settings: Settings, system_id: str, password: str, tps: int) -> int:
     from gateway.store import AccountExists, Store
 
@@ -127,7 +134,7 @@ async def _account_add(settings: Settings, system_id: str, password: str, tps: i
         print("smsgw: --tps must be greater than 0", file=sys.stderr)
         return EXIT_USAGE
     await _prepare_database(settings, migrate=settings.database.auto_migrate)
-    store = await Store.open(settings.database)
+    store = await Store.open(_one_off(settings))
     try:
         created = await store.create_account(system_id, password, tps=tps)
     except AccountExists as exc:
@@ -146,7 +153,7 @@ async def _account_list(settings: Settings) -> int:
     from gateway.store import Store
 
     await _prepare_database(settings, migrate=settings.database.auto_migrate)
-    store = await Store.open(settings.database)
+    store = await Store.open(_one_off(settings))
     try:
         accounts = await store.list_accounts()
     finally:
