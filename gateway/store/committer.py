@@ -156,6 +156,7 @@ class GroupCommitter:
         if self._task is None:
             self._closing = False
             if self._process_factory is not None:
+                self._slots = asyncio.Semaphore(PIPELINE_DEPTH)  # of this loop
                 await self._writer_process()
             elif self._writer_thread is None:
                 engine, sync_factory = self._engine, self._sync_factory

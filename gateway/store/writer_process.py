@@ -54,7 +54,7 @@ _STOP_TIMEOUT_S = 30.0
 
 
 class WriterProcess:
-    """The parent's end: ``run(ops)`` one transaction at a time (the committer's pace)."""
+    """The parent's end: ``send(ops)`` a transaction, answered in the order sent."""
 
     def __init__(
         self, process: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -172,16 +172,18 @@ class WriterProcess:
             # answers still come in until it has.
             with contextlib.suppress(OSError):
                 self._writer.write_eof()
-            await asyncio.gather(self._reading, return_exceptions=True)
-        self._writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self._writer.wait_closed()
+            await asyncio.wait({self._reading}, timeout=_STOP_TIMEOUT_S)
         process = self._process
         await asyncio.to_thread(process.join, _STOP_TIMEOUT_S)
         if process.exitcode is None:
             log.error("the writer process did not exit; killing it")
             process.kill()
             await asyncio.to_thread(process.join)
+        if self._reading is not None:
+            await asyncio.gather(self._reading, return_exceptions=True)
+        self._writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
 
 
 # --- the child -----------------------------------------------------------------------
