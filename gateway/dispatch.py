@@ -222,6 +222,12 @@ class Dispatcher:
             if item.tried >= self.routing.max_attempts and item.choice:
                 self._back_off(item)
                 return True
+            if self._waiting and self._nothing_may_go():
+                # A selection would only say wait (the burst that filled every
+                # window): a third of the selections under load were these.
+                if not from_waiting:
+                    self._waiting.append(item)
+                return False
             outcome = self._select(item)
             if outcome == "wait":
                 if not from_waiting:
@@ -240,6 +246,11 @@ class Dispatcher:
         else:
             lane.queue.append(item)
         return True
+
+    def _nothing_may_go(self) -> bool:
+        """Every upstream is blocked now: full window, unbound, throttled or circuit open."""
+        blocked = self.routes.blocked
+        return bool(self._lanes) and all(blocked(name) for name in self._lanes)
 
     def _drain_waiting(self, limit: int | None = None) -> None:
         """Route waiting messages, oldest first, until one still cannot go (or `limit`).

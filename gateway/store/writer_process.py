@@ -84,8 +84,12 @@ class WriterProcess:
         """A writer on the database at ``url``; raises what connecting to it raised.
 
         ``engine_options`` go to `create_engine` (PostgreSQL; SQLite needs none)."""
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context: Any
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+        else:  # not on this platform: an interpreter of its own per writer
+            context = multiprocessing.get_context("spawn")
         parent, child = socket.socketpair()
         try:
             process = context.Process(
