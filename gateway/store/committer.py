@@ -79,9 +79,9 @@ class WriteOp(ABC, Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class OneByOne:
-    """A writer process's answer for a batch that failed (``error``, the type's name):
-    it ran each write in a transaction of its own, ``outcomes`` in the batch's order,
-    ``(True, result)`` or ``(False, exception)``."""
+    """What became of a batch that failed (``error``, the type's name): each write ran
+    in a transaction of its own, ``outcomes`` in the batch's order, ``(True, result)``
+    or ``(False, exception)`` (see `Transactions.commit`)."""
 
     error: str
     outcomes: list[tuple[bool, Any]]
@@ -292,15 +292,14 @@ class GroupCommitter:
         if self._process_factory is not None:
             await self._send_transaction(batch)
             return
+        assert self._transactions is not None
         started = time.perf_counter()
         try:
-            results = await self._transaction([op for op, _ in batch])
+            results = await self._in_writer(self._transactions.commit([op for op, _ in batch]))
         except Exception as exc:
-            if self._failed(batch, exc):
-                for item in batch:
-                    await self._commit_one_transaction([item])
+            self._fail_all(batch, exc)
             return
-        self._committed(batch, results, started)
+        self._settle(batch, results, started)
 
     async def _send_transaction(
         self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]
@@ -317,15 +316,12 @@ class GroupCommitter:
         try:
             process = await self._writer_process()
             answer = process.send([op for op, _ in batch])
-        except Exception as exc:
+        except BaseException as exc:
             self._slots.release()
-            self.stats.failed_batches += 1
-            for _, future in batch:
-                _fail(future, exc)
+            if not isinstance(exc, Exception):
+                raise
+            self._fail_all(batch, exc)
             return
-        except BaseException:
-            self._slots.release()
-            raise
         started = time.perf_counter()
         self._in_flight.add(answer)
         answer.add_done_callback(functools.partial(self._answered, batch, started))
@@ -340,21 +336,11 @@ class GroupCommitter:
         self._in_flight.discard(answer)
         exc = WriterLost("cancelled") if answer.cancelled() else answer.exception()
         if exc is not None:
-            self._failed(batch, exc)
-            return
-        results = answer.result()
-        if not isinstance(results, OneByOne):
-            self._committed(batch, results, started)
-            return
-        # The writer retried a failed batch one write per transaction itself, in
-        # the batch's place, so the writes sent after it still come after it.
-        self._failed(batch, results.error)
-        for item, (ok, value) in zip(batch, results.outcomes, strict=True):
-            if ok:
-                self._committed([item], [value], started)
-            else:
-                self.stats.failed_batches += 1
-                _fail(item[1], value)
+            # Also a lost writer's: it may have committed the batch before it
+            # ended, so running the writes again could apply them twice.
+            self._fail_all(batch, exc)
+        else:
+            self._settle(batch, answer.result(), started)
 
     async def _writer_process(self) -> WriterProcess:
         """The writer process, a new one when the last has ended."""
@@ -368,32 +354,33 @@ class GroupCommitter:
                 log.warning("a new writer process took over")
         return self._process
 
-    def _failed(
-        self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]], exc: BaseException | str
-    ) -> bool:
-        """Note a failed transaction; True when its writes should be retried one by one.
-
-        ``exc`` is the error's type name when the writer process retried them already."""
+    def _fail_all(
+        self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]], exc: BaseException
+    ) -> None:
         self.stats.failed_batches += 1
-        if isinstance(exc, str):
-            log.warning(
-                "group commit of %d writes failed (%s); retried one by one", len(batch), exc
-            )
-            return False
-        if len(batch) == 1 or isinstance(exc, WriterLost):
-            # A lost writer may have committed the batch before it ended:
-            # running the writes again could apply them twice.
-            for _, future in batch:
-                _fail(future, exc)
-            return False
+        for _, future in batch:
+            _fail(future, exc)
+
+    def _settle(
+        self,
+        batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]],
+        results: list[Any] | OneByOne,
+        started: float,
+    ) -> None:
+        if not isinstance(results, OneByOne):
+            self._committed(batch, results, started)
+            return
+        self.stats.failed_batches += 1
         # The type only: a database error's text carries the parameters
         # (message texts, numbers).
         log.warning(
-            "group commit of %d writes failed (%s); retrying one by one",
-            len(batch),
-            type(exc).__name__,
+            "group commit of %d writes failed (%s); retried one by one", len(batch), results.error
         )
-        return True
+        for item, (ok, value) in zip(batch, results.outcomes, strict=True):
+            if ok:
+                self._committed([item], [value], started)
+            else:
+                self._fail_all([item], value)
 
     def _committed(
         self,
@@ -409,10 +396,6 @@ class GroupCommitter:
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
-
-    async def _transaction(self, ops: list[WriteOp[Any]]) -> list[Any]:
-        assert self._transactions is not None
-        return await self._in_writer(self._transactions.run(ops))
 
 
 class Transactions:
@@ -457,6 +440,25 @@ class Transactions:
             self._sync_engine.dispose()
         elif self._engine is not None:
             await self._engine.dispose()
+
+    async def commit(self, ops: list[WriteOp[Any]]) -> list[Any] | OneByOne:
+        """`run` the batch; when it fails and holds several writes, run each again
+        in a transaction of its own, right away, so that one bad write fails alone
+        and what comes after the batch still comes after it. Raises only what a
+        single write raised."""
+        try:
+            return await self.run(ops)
+        except Exception as exc:
+            if len(ops) == 1:
+                raise
+            error = type(exc).__name__
+        outcomes: list[tuple[bool, Any]] = []
+        for op in ops:
+            try:
+                outcomes.append((True, (await self.run([op]))[0]))
+            except Exception as exc:
+                outcomes.append((False, exc))
+        return OneByOne(error, outcomes)
 
     async def run(self, ops: list[WriteOp[Any]]) -> list[Any]:
         groups: dict[type[WriteOp[Any]], list[int]] = {}

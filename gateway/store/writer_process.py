@@ -225,22 +225,17 @@ def _child_main(sock: socket.socket, url: str, engine_options: dict[str, Any]) -
 def _transaction(
     run: Callable[[Coroutine[Any, Any, Any]], Any], transactions: Transactions, ops: list[Any]
 ) -> tuple[bool, Any]:
-    """One batch, as GroupCommitter runs it on a thread: a batch that fails is run
-    again one write per transaction, so that one bad write fails alone (here, so
-    that the batches sent after it still run after it)."""
+    """One batch's answer, with every exception in it made portable."""
     try:
-        return True, run(transactions.run(ops))
+        results = run(transactions.commit(ops))
     except Exception as exc:
-        if len(ops) == 1:
-            return False, _portable(exc)
-        error = type(exc).__name__
-    outcomes: list[tuple[bool, Any]] = []
-    for op in ops:
-        try:
-            outcomes.append((True, run(transactions.run([op]))[0]))
-        except Exception as exc:
-            outcomes.append((False, _portable(exc)))
-    return True, OneByOne(error, outcomes)
+        return False, _portable(exc)
+    if isinstance(results, OneByOne):
+        results = OneByOne(
+            results.error,
+            [(ok, value if ok else _portable(value)) for ok, value in results.outcomes],
+        )
+    return True, results
 
 
 def _drive(coro: Coroutine[Any, Any, T]) -> T:
