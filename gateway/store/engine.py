@@ -21,8 +21,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An AsyncEngine for ``url`` (``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``).
 
     SQLite connections get ``journal_mode=WAL`` (readers never block the writer),
-    ``synchronous=NORMAL`` (in WAL mode a commit survives a crash or SIGKILL of the
-    process; only a power loss may lose the last commits), ``busy_timeout`` and
+    ``synchronous=FULL`` (the WAL is synced at every commit, so a commit survives a
+    power loss too, not only a crash of the process; with the group commit that is
+    one fsync per batch, not per message), ``busy_timeout`` and
     ``foreign_keys=ON``. Transactions are started with an explicit ``BEGIN`` instead of
     pysqlite's implicit one, so DDL is transactional (Alembic) and SAVEPOINT works;
     a connection with execution option ``sqlite_begin="IMMEDIATE"`` takes the write
@@ -74,7 +75,7 @@ def _configure_sqlite_sync(engine: sa.Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
