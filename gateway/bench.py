@@ -4,6 +4,11 @@ Three processes on 127.0.0.1, as in production: `smsgw simulator` (the
 upstream SMSC), `smsgw serve` (the gateway, durable SQLite in a temporary
 directory) and this process as the load-generating ESME (a transceiver).
 
+With `--postgres URL` (for instance
+`postgresql+asyncpg://postgres@127.0.0.1:5432/test`) the gateway uses a
+database of its own created on that server for the run, and dropped after it;
+the CPU of the server's processes is printed too.
+
 1. Throughput: N messages with registered_delivery=1, as fast as the ESME's
    window allows; the clock runs from the first submit_sm until the last
    receipt is back at the ESME.
@@ -24,7 +29,13 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import smpp
 from smpp.aio import SmppClient
@@ -109,6 +120,46 @@ def _tree_cpu_seconds(pid: int) -> float:
     return sum(_cpu_seconds(p) for p in _descendants(pid))
 
 
+def _postgres_cpu_seconds() -> float:
+    """CPU of every PostgreSQL server process on this machine (its backends are not
+    the gateway's children, so `_tree_cpu_seconds` misses them)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm.startswith("postgres"):
+                total += _cpu_seconds(int(entry.name))
+    return total
+
+
+@asynccontextmanager
+async def _database(tmp_path: Path, postgres: str | None) -> AsyncIterator[str]:
+    """The gateway's database URL: a SQLite file in `tmp_path`, or a new database on the
+    PostgreSQL server of `postgres`, dropped afterwards."""
+    if postgres is None:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'bench.db'}"
+        return
+    server = make_url(postgres)
+    if server.get_backend_name() != "postgresql":
+        raise SystemExit(f"--postgres needs a postgresql+asyncpg:// URL, not {postgres!r}")
+    name = f"smsgw_bench_{uuid.uuid4().hex[:12]}"
+    # CREATE / DROP DATABASE cannot run in a transaction.
+    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield server.set(database=name).render_as_string(hide_password=False)
+        finally:
+            async with admin.connect() as conn:
+                await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.dispose()
+
+
 def _submit_sm(i: int) -> smpp.SubmitSm:
     return smpp.SubmitSm(
         source_addr="ACME",
@@ -121,15 +172,30 @@ def _submit_sm(i: int) -> smpp.SubmitSm:
     )
 
 
-async def run(messages: int, window: int, rate: int, seconds: float, sessions: int) -> None:
+async def run(
+    messages: int, window: int, rate: int, seconds: float, sessions: int, postgres: str | None
+) -> None:
     with tempfile.TemporaryDirectory(prefix="smsgw-bench-") as tmp:
         tmp_path = Path(tmp)
-        sim_port, http_port, smpp_port = _free_port(), _free_port(), _free_port()
-        config = tmp_path / "bench.toml"
-        config.write_text(
-            f"""
+        async with _database(tmp_path, postgres) as url:
+            await _run(tmp_path, url, messages, window, rate, seconds, sessions)
+
+
+async def _run(
+    tmp_path: Path,
+    url: str,
+    messages: int,
+    window: int,
+    rate: int,
+    seconds: float,
+    sessions: int,
+) -> None:
+    sim_port, http_port, smpp_port = _free_port(), _free_port(), _free_port()
+    config = tmp_path / "bench.toml"
+    config.write_text(
+        f"""
 [database]
-url = "sqlite+aiosqlite:///{tmp_path / "bench.db"}"
+url = "{url}"
 [http]
 listen = "127.0.0.1:{http_port}"
 [smpp]
@@ -151,119 +217,121 @@ sessions = {sessions}
 tps = 1000000
 prices = {{ "default" = 0.01 }}
 """
-        )
-        log = tmp_path / "bench.log"
-        simulator = await _spawn(
-            "simulator",
-            "--listen",
-            f"127.0.0.1:{sim_port}",
-            "--dlr-delay-ms",
-            "10",
-            ready="listening",
-            log=log,
-        )
-        gateway = await _spawn("serve", "--config", str(config), ready="serving", log=log)
-        receipts = 0
-        all_receipts = asyncio.Event()
-        target = messages
+    )
+    log = tmp_path / "bench.log"
+    simulator = await _spawn(
+        "simulator",
+        "--listen",
+        f"127.0.0.1:{sim_port}",
+        "--dlr-delay-ms",
+        "10",
+        ready="listening",
+        log=log,
+    )
+    gateway = await _spawn("serve", "--config", str(config), ready="serving", log=log)
+    receipts = 0
+    all_receipts = asyncio.Event()
+    target = messages
 
-        async def on_deliver_sm(pdu: smpp.DeliverSm) -> int:
-            nonlocal receipts
-            if pdu.esm_class & 0x04:
-                receipts += 1
-                if receipts >= target:
-                    all_receipts.set()
-            return 0
-
-        esme = SmppClient(
-            "127.0.0.1",
-            smpp_port,
-            system_id="bench",
-            password="bench-pw",
-            bind="transceiver",
-            window=window,
-            on_deliver_sm=on_deliver_sm,
-            response_timeout=30,
-        )
-        try:
-            await esme.start()
-            await esme.wait_bound(30)
-
-            # 1. Throughput, submit until the receipt is back.
-            cpu_before = [_cpu_seconds(p.pid) for p in (gateway, simulator)] + [
-                time.process_time(),
-                _tree_cpu_seconds(gateway.pid),
-            ]
-            start = time.perf_counter()
-            refused = 0
-
-            async def submit_range(first: int, count: int) -> None:
-                nonlocal refused
-                for i in range(first, first + count):
-                    resp = await esme.submit_sm(_submit_sm(i))
-                    if resp.command_status:
-                        refused += 1
-
-            per = messages // window
-            await asyncio.gather(*(submit_range(k * per, per) for k in range(window)))
-            target = per * window - refused
+    async def on_deliver_sm(pdu: smpp.DeliverSm) -> int:
+        nonlocal receipts
+        if pdu.esm_class & 0x04:
+            receipts += 1
             if receipts >= target:
                 all_receipts.set()
-            submitted = time.perf_counter()
-            await asyncio.wait_for(all_receipts.wait(), 120)
-            done = time.perf_counter()
-            print(
-                f"end to end: {target} messages with receipts in {done - start:.2f} s "
-                f"= {target / (done - start):,.0f} msg/s "
-                f"(accepted at {target / (submitted - start):,.0f} msg/s; {refused} refused)"
-            )
-            cpu_after = [_cpu_seconds(p.pid) for p in (gateway, simulator)] + [
-                time.process_time(),
-                _tree_cpu_seconds(gateway.pid),
-            ]
-            used = [
-                (a - b) * 1e6 / max(target, 1) for a, b in zip(cpu_after, cpu_before, strict=True)
-            ]
-            print(
-                f"CPU per message: gateway {used[0]:.0f} us + its writer process "
-                f"{used[3]:.0f} us, simulator {used[1]:.0f} us, "
-                f"load generator {used[2]:.0f} us (on {os.cpu_count()} cores)"
-            )
+        return 0
 
-            # 2. submit_sm_resp latency at a steady rate.
-            latencies: list[float] = []
-            tasks: list[asyncio.Task[None]] = []
+    esme = SmppClient(
+        "127.0.0.1",
+        smpp_port,
+        system_id="bench",
+        password="bench-pw",
+        bind="transceiver",
+        window=window,
+        on_deliver_sm=on_deliver_sm,
+        response_timeout=30,
+    )
+    try:
+        await esme.start()
+        await esme.wait_bound(30)
 
-            async def timed(i: int) -> None:
-                t0 = time.perf_counter()
-                await esme.submit_sm(_submit_sm(i))
-                latencies.append(time.perf_counter() - t0)
+        # 1. Throughput, submit until the receipt is back.
+        cpu_before = [_cpu_seconds(p.pid) for p in (gateway, simulator)] + [
+            time.process_time(),
+            _tree_cpu_seconds(gateway.pid),
+            _postgres_cpu_seconds(),
+        ]
+        start = time.perf_counter()
+        refused = 0
 
-            total = int(rate * seconds)
-            loop = asyncio.get_running_loop()
-            t_start = loop.time()
-            for i in range(total):
-                delay = t_start + i / rate - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(loop.create_task(timed(i)))
-            await asyncio.gather(*tasks)
-            # Let the receipts of this run come back before unbinding, so none
-            # arrives at a session that is closing.
-            async with asyncio.timeout(60):
-                while receipts < target + total:
-                    await asyncio.sleep(0.05)
-            latencies.sort()
-            p50 = statistics.median(latencies) * 1000
-            p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
-            print(
-                f"submit_sm_resp latency at {rate}/s over {len(latencies)} submits: "
-                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
-            )
-        finally:
-            await esme.close()
-            await _stop(gateway)
-            await _stop(simulator)
+        async def submit_range(first: int, count: int) -> None:
+            nonlocal refused
+            for i in range(first, first + count):
+                resp = await esme.submit_sm(_submit_sm(i))
+                if resp.command_status:
+                    refused += 1
+
+        per = messages // window
+        await asyncio.gather(*(submit_range(k * per, per) for k in range(window)))
+        target = per * window - refused
+        if receipts >= target:
+            all_receipts.set()
+        submitted = time.perf_counter()
+        await asyncio.wait_for(all_receipts.wait(), 120)
+        done = time.perf_counter()
+        print(
+            f"end to end: {target} messages with receipts in {done - start:.2f} s "
+            f"= {target / (done - start):,.0f} msg/s "
+            f"(accepted at {target / (submitted - start):,.0f} msg/s; {refused} refused)"
+        )
+        cpu_after = [_cpu_seconds(p.pid) for p in (gateway, simulator)] + [
+            time.process_time(),
+            _tree_cpu_seconds(gateway.pid),
+            _postgres_cpu_seconds(),
+        ]
+        used = [(a - b) * 1e6 / max(target, 1) for a, b in zip(cpu_after, cpu_before, strict=True)]
+        print(
+            f"CPU per message: gateway {used[0]:.0f} us + its writer process "
+            f"{used[3]:.0f} us, simulator {used[1]:.0f} us, "
+            f"load generator {used[2]:.0f} us"
+            + (f", PostgreSQL server {used[4]:.0f} us" if url.startswith("postgresql") else "")
+            + f" (on {os.cpu_count()} cores)"
+        )
+
+        # 2. submit_sm_resp latency at a steady rate.
+        latencies: list[float] = []
+        tasks: list[asyncio.Task[None]] = []
+
+        async def timed(i: int) -> None:
+            t0 = time.perf_counter()
+            await esme.submit_sm(_submit_sm(i))
+            latencies.append(time.perf_counter() - t0)
+
+        total = int(rate * seconds)
+        loop = asyncio.get_running_loop()
+        t_start = loop.time()
+        for i in range(total):
+            delay = t_start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(loop.create_task(timed(i)))
+        await asyncio.gather(*tasks)
+        # Let the receipts of this run come back before unbinding, so none
+        # arrives at a session that is closing.
+        async with asyncio.timeout(60):
+            while receipts < target + total:
+                await asyncio.sleep(0.05)
+        latencies.sort()
+        p50 = statistics.median(latencies) * 1000
+        p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+        print(
+            f"submit_sm_resp latency at {rate}/s over {len(latencies)} submits: "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+        )
+    finally:
+        await esme.close()
+        await _stop(gateway)
+        await _stop(simulator)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,9 +347,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sessions", type=int, default=1, help="binds from the gateway to the simulator"
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="a PostgreSQL server (postgresql+asyncpg://user@host:port/db) to run on "
+        "instead of SQLite; the run gets a database of its own there",
+    )
     args = parser.parse_args(argv)
-    print(f"upstream sessions: {args.sessions}")
-    asyncio.run(run(args.messages, args.window, args.rate, args.seconds, args.sessions))
+    print(
+        f"upstream sessions: {args.sessions}; database: "
+        f"{'PostgreSQL' if args.postgres else 'SQLite'}"
+    )
+    asyncio.run(
+        run(args.messages, args.window, args.rate, args.seconds, args.sessions, args.postgres)
+    )
     return 0
 
 

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.store.statistics import YoungTables
+
 if TYPE_CHECKING:
     from gateway.store.writer_process import WriterProcess
 
@@ -413,6 +415,10 @@ class Transactions:
         # One connection for the writer's life: checking one out of the pool,
         # and the pool's reset on return, cost two round trips per batch.
         self._conn: AsyncConnection | None = None
+        self._young = (
+            YoungTables() if engine is not None and engine.dialect.name == "postgresql" else None
+        )
+        self._analyze_due = False
 
     async def connection(self) -> AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
@@ -446,12 +452,21 @@ class Transactions:
         in a transaction of its own, right away, so that one bad write fails alone
         and what comes after the batch still comes after it. Raises only what a
         single write raised."""
+        if self._analyze_due:
+            # Before the next batch rather than after the last, so the answers of the
+            # batch that made it due are not held up by it.
+            self._analyze_due = False
+            await self._analyze()
         try:
-            return await self.run(ops)
+            results = await self.run(ops)
         except Exception as exc:
             if len(ops) == 1:
                 raise
             error = type(exc).__name__
+        else:
+            if self._young is not None and self._young.note(len(ops)):
+                self._analyze_due = True
+            return results
         outcomes: list[tuple[bool, Any]] = []
         for op in ops:
             try:
@@ -459,6 +474,17 @@ class Transactions:
             except Exception as exc:
                 outcomes.append((False, exc))
         return OneByOne(error, outcomes)
+
+    async def _analyze(self) -> None:
+        assert self._young is not None
+        conn = await self.connection()
+        try:
+            await self._young.analyze(conn)
+        except Exception:
+            # Only the plans suffer; the writes go on.
+            log.warning("could not analyze the hot tables", exc_info=True)
+            if conn.invalidated or conn.closed:
+                await self.drop_connection()
 
     async def run(self, ops: list[WriteOp[Any]]) -> list[Any]:
         groups: dict[type[WriteOp[Any]], list[int]] = {}

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway import lifecycle
@@ -209,7 +210,7 @@ async def _update(
         )
 
 
-_SELECTS: dict[tuple[str, tuple[str, ...], str], Any] = {}
+_SELECTS: dict[tuple[str, tuple[str, ...], str, str], Any] = {}
 
 
 async def _select(
@@ -231,12 +232,21 @@ async def _select(
         return conn.fetchall_raw(
             f"SELECT {', '.join(columns)} FROM {table.name} WHERE {where}", parameters
         )
-    cache_key = (table.name, columns, key if extra is None else f"{extra[0]}, {key}")
+    dialect = conn.dialect.name
+    cache_key = (table.name, columns, key if extra is None else f"{extra[0]}, {key}", dialect)
     statement = _SELECTS.get(cache_key)
     if statement is None:
-        statement = sa.select(*(table.c[c] for c in columns)).where(
-            table.c[key].in_(sa.bindparam("ids", expanding=True))
-        )
+        if dialect == "postgresql":
+            # One array parameter: the same statement text for any number of ids, so
+            # asyncpg prepares it once per connection and the server plans it once.
+            # An expanding IN is a new statement for every batch size, parsed and
+            # planned again each time (most of PostgreSQL's CPU under load).
+            matches = table.c[key] == sa.any_(
+                sa.bindparam("ids", type_=postgresql.ARRAY(table.c[key].type))
+            )
+        else:
+            matches = table.c[key].in_(sa.bindparam("ids", expanding=True))
+        statement = sa.select(*(table.c[c] for c in columns)).where(matches)
         if extra is not None:
             statement = statement.where(table.c[extra[0]] == sa.bindparam("extra"))
         _SELECTS[cache_key] = statement
