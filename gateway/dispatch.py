@@ -42,7 +42,7 @@ from gateway.config import DispatchSettings, RoutingSettings
 from gateway.events import StatusBus
 from gateway.lifecycle import Status
 from gateway.logs import mask_number
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, status_label
 from gateway.routes import RouteTable, SubmitOutcome
 from gateway.store import (
     Account,
@@ -539,7 +539,11 @@ class Dispatcher:
                 self.metrics.child(self.metrics.route_cost, upstream.name).inc(price)
                 continue
             name = _status_name(status)
-            self.metrics.child(self.metrics.submit_errors, upstream.name, name).inc()
+            # Spelled as in smsgw_smpp_pdus_total (ESME_RTHROTTLED), and bounded:
+            # an upstream's garbage status must not grow the label set.
+            self.metrics.child(
+                self.metrics.submit_errors, upstream.name, status_label(status)
+            ).inc()
             if status in TEMPORARY_STATUSES:
                 self.routes.answered(
                     upstream.name,

@@ -33,7 +33,9 @@ message.
 
 The listing is newest first with an opaque keyset cursor over (created_at, id): a page
 is an index range scan however deep it is, and messages arriving meanwhile neither
-shift nor repeat rows. The CSV export streams the same filter, all pages.
+shift nor repeat rows. The CSV export streams the same filter, all pages; a cell that
+a spreadsheet would take for a formula (=, +, -, @, tab or CR first, and not a plain
+number such as an E.164 destination) is written with a leading apostrophe.
 """
 
 from __future__ import annotations
@@ -446,6 +448,27 @@ async def list_messages(
     return [_view(r) for r in rows], following
 
 
+# A cell a spreadsheet would read as a formula (OWASP "CSV injection"): client_ref,
+# an error text or a sender the ESME chose could be =HYPERLINK(...). Such a cell is
+# written with a leading apostrophe, which spreadsheets show as text. A plain number
+# (an E.164 destination, a negative price) is no formula and is left as it is.
+_FORMULA_STARTS = frozenset("=+-@\t\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as the CSV export writes it: None empty, a would-be formula defused."""
+    if value is None:
+        return ""
+    if (
+        isinstance(value, str)
+        and value[:1] in _FORMULA_STARTS
+        and _PLAIN_NUMBER.fullmatch(value) is None
+    ):
+        return "'" + value
+    return value
+
+
 async def csv_rows(engine: AsyncEngine, f: MessageFilter) -> AsyncIterator[bytes]:
     """The CSV export of ``f``: a header, then a chunk of rows per page of the listing."""
     buffer = io.StringIO()
@@ -457,9 +480,7 @@ async def csv_rows(engine: AsyncEngine, f: MessageFilter) -> AsyncIterator[bytes
         page, after = await list_messages(engine, f, CSV_PAGE, after)
         buffer.seek(0)
         buffer.truncate()
-        writer.writerows(
-            ["" if v is None else v for v in (item[name] for name in CSV_FIELDS)] for item in page
-        )
+        writer.writerows([csv_cell(item[name]) for name in CSV_FIELDS] for item in page)
         if page:
             yield buffer.getvalue().encode()
         if after is None:

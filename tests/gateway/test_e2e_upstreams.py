@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,16 @@ async def test_a_throttling_upstream_is_slowed_not_abandoned(tmp_path: Path) -> 
             await _post(http, base_url(gateway), 300)
             counts = await wait_counts(gateway, lambda c: c.get("delivered", 0) == 300, timeout=30)
             assert counts == {"delivered": 300}
+            async with http.get(f"{base_url(gateway)}/metrics") as r:
+                exposition = await r.text()
         assert simulator.throttled > 0
+        # The reason is spelled as smsgw_smpp_pdus_total spells the status.
+        throttled = re.search(
+            r'^smsgw_upstream_submit_errors_total\{reason="ESME_RTHROTTLED",route="up"\} (\S+)$',
+            exposition,
+            re.MULTILINE,
+        )
+        assert throttled is not None and float(throttled.group(1)) > 0, exposition
 
 
 async def test_undelivered_and_permanent_errors_end_final(tmp_path: Path) -> None:

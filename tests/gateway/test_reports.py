@@ -399,6 +399,43 @@ async def test_csv_export_spans_pages(store: Store) -> None:
     assert len({line.split(",")[0] for line in lines[1:]}) == len(rows) + len(extra)
 
 
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ('=HYPERLINK("http://evil.example","pay")', '\'=HYPERLINK("http://evil.example","pay")'),
+        ("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1:A9)", "'@SUM(A1:A9)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("+34600123456", "+34600123456"),  # an E.164 number is no formula
+        ("-0.25", "-0.25"),
+        ("ref-1", "ref-1"),
+        ("a=b", "a=b"),
+        ("", ""),
+        (None, ""),
+        (3, 3),
+        (0.045, 0.045),
+    ],
+)
+def test_csv_cells_that_a_spreadsheet_would_run_are_defused(value: Any, written: Any) -> None:
+    assert reports.csv_cell(value) == written
+
+
+async def test_csv_export_defuses_formulas(store: Store) -> None:
+    created = await store.create_account("bulk", "bulk-pw")
+    row = dict(_rows({"acme": created.account.id, "beta": created.account.id})[20])
+    row.update(client_ref="=1+1", source="@A1", error="-1+2")
+    async with store.engine.begin() as conn:
+        await conn.execute(messages.insert(), [row])
+    f = reports.MessageFilter(created.account.id)
+    text = b"".join([c async for c in reports.csv_rows(store.engine, f)]).decode()
+    header, line = list(csv.reader(io.StringIO(text)))
+    item = dict(zip(header, line, strict=True))
+    assert (item["client_ref"], item["from"], item["error"]) == ("'=1+1", "'@A1", "'-1+2")
+    assert item["to"] == row["destination"] and item["to"].startswith("+")
+
+
 # ------------------------------------------------------------------- bad requests
 
 
