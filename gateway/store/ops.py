@@ -77,8 +77,12 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterable[Sequence[T]]:
 # per-row parameter processing cost more than SQLite's own work: the operations
 # build each row as a tuple already in database form, the forms the column types
 # write (UtcTimestamp -> integer microseconds, JSON -> its json.dumps text), and
-# hand the rows to the driver's executemany. Through SQLAlchemy (PostgreSQL) the
-# same tuples carry Python values and become the Core statements' parameters.
+# hand the rows to the driver's executemany. PostgreSQL's columns are the same
+# (BIGINT microseconds, JSON text), so there the same tuples go to asyncpg through
+# exec_driver_sql, inside SQLAlchemy's transaction: inserts as one statement over
+# arrays (unnest), lookups with = ANY(array). Only SQLite through aiosqlite (the
+# reference that tests/gateway/test_store_forms.py holds the forms to) gets Python
+# values, which become the Core statements' parameters.
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -139,7 +143,9 @@ _compact_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 class _Forms:
     """How values go into the statements of one connection (see above)."""
 
-    raw: bool  # the writer's sqlite3 connection: tuples straight to the driver
+    # The writer's sqlite3 connection, or any PostgreSQL one: tuples straight to the
+    # driver (sqlite3, or asyncpg through exec_driver_sql), no SQLAlchemy types.
+    raw: bool
     time: Callable[[datetime], Any]
     time_or_none: Callable[[datetime | None], Any]
     read_time: Callable[[Any], datetime | None]  # a selected UtcTimestamp, as a datetime
@@ -148,16 +154,40 @@ class _Forms:
 
     @staticmethod
     def of(conn: AsyncConnection) -> _Forms:
-        return _RAW if isinstance(conn, _SyncConnection) else _CORE
+        if isinstance(conn, _SyncConnection):
+            return _RAW
+        return _PG_RAW if _on_postgres(conn) else _CORE
 
 
 _RAW = _Forms(True, _db_time, _db_time_or_none, _python_time, _json_text, json.loads)
+# SQLAlchemy gives asyncpg a json codec that takes the text and reads back the value.
+_PG_RAW = _Forms(True, _db_time, _db_time_or_none, _python_time, _json_text, _as_is)
 _CORE = _Forms(False, _as_is, _as_is, _as_is, _as_is, _as_is)
+
+
+def _on_postgres(conn: AsyncConnection) -> bool:
+    return not isinstance(conn, _SyncConnection) and conn.dialect.name == "postgresql"
+
+
+_PG = postgresql.dialect()
+
+
+@functools.lru_cache(maxsize=256)
+def _pg_type(table: sa.Table, column: str) -> str:
+    return str(table.c[column].type.compile(dialect=_PG))
 
 
 @functools.lru_cache(maxsize=64)
 def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+@functools.lru_cache(maxsize=64)
+def _pg_insert_sql(table: sa.Table, columns: tuple[str, ...]) -> str:
+    # One array a column: the whole batch is one statement, where an executemany is
+    # a Bind and an Execute a row for the server to parse and run.
+    arrays = ", ".join(f"${n}::{_pg_type(table, c)}[]" for n, c in enumerate(columns, 1))
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
 
 
 async def _insert(
@@ -166,14 +196,26 @@ async def _insert(
     """INSERT rows: tuples of `columns`, in the connection's forms."""
     if isinstance(conn, _SyncConnection):
         conn.executemany_raw(_insert_sql(table.name, columns), rows)
+    elif _on_postgres(conn):
+        await conn.exec_driver_sql(
+            _pg_insert_sql(table, columns),
+            tuple(list(column) for column in zip(*rows, strict=True)),
+        )
     else:
         await conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
 
 
 @functools.lru_cache(maxsize=64)
-def _update_sql(table: str, values: tuple[str, ...], keys: tuple[str, ...]) -> str:
-    sets = ", ".join(f"{c} = ?" for c in values)
-    return f"UPDATE {table} SET {sets} WHERE {' AND '.join(f'{k} = ?' for k in keys)}"
+def _update_sql(
+    table: str, values: tuple[str, ...], keys: tuple[str, ...], dollar: bool = False
+) -> str:
+    """The UPDATE with sqlite3's ``?`` placeholders, or asyncpg's ``$1``, ``$2`` ..."""
+    marks = [f"${n}" if dollar else "?" for n in range(1, len(values) + len(keys) + 1)]
+    sets = ", ".join(f"{c} = {mark}" for c, mark in zip(values, marks, strict=False))
+    where = " AND ".join(
+        f"{k} = {mark}" for k, mark in zip(keys, marks[len(values) :], strict=True)
+    )
+    return f"UPDATE {table} SET {sets} WHERE {where}"
 
 
 # Built once: a statement built per batch costs its construction and cache key.
@@ -202,6 +244,8 @@ async def _update(
     keys, in the connection's forms."""
     if isinstance(conn, _SyncConnection):
         conn.executemany_raw(_update_sql(table.name, values, keys), rows)
+    elif _on_postgres(conn):
+        await conn.exec_driver_sql(_update_sql(table.name, values, keys, dollar=True), rows)
     else:
         names = (*values, *(f"b_{k}" for k in keys))
         await conn.execute(
@@ -210,7 +254,18 @@ async def _update(
         )
 
 
-_SELECTS: dict[tuple[str, tuple[str, ...], str, str], Any] = {}
+@functools.lru_cache(maxsize=64)
+def _pg_select_sql(table: sa.Table, columns: tuple[str, ...], key: str, extra: str | None) -> str:
+    # One array parameter: the same statement for any number of ids, so asyncpg
+    # prepares it once per connection. An IN list is a statement for every batch
+    # size, parsed and planned again each time.
+    where = f"{key} = ANY($1::{_pg_type(table, key)}[])"
+    if extra is not None:
+        where += f" AND {extra} = $2"
+    return f"SELECT {', '.join(columns)} FROM {table.name} WHERE {where}"
+
+
+_SELECTS: dict[tuple[str, tuple[str, ...], str], Any] = {}
 
 
 async def _select(
@@ -232,21 +287,16 @@ async def _select(
         return conn.fetchall_raw(
             f"SELECT {', '.join(columns)} FROM {table.name} WHERE {where}", parameters
         )
-    dialect = conn.dialect.name
-    cache_key = (table.name, columns, key if extra is None else f"{extra[0]}, {key}", dialect)
+    if _on_postgres(conn):
+        sql = _pg_select_sql(table, columns, key, None if extra is None else extra[0])
+        arguments = (list(ids),) if extra is None else (list(ids), extra[1])
+        return list(await conn.exec_driver_sql(sql, arguments))
+    cache_key = (table.name, columns, key if extra is None else f"{extra[0]}, {key}")
     statement = _SELECTS.get(cache_key)
     if statement is None:
-        if dialect == "postgresql":
-            # One array parameter: the same statement text for any number of ids, so
-            # asyncpg prepares it once per connection and the server plans it once.
-            # An expanding IN is a new statement for every batch size, parsed and
-            # planned again each time (most of PostgreSQL's CPU under load).
-            matches = table.c[key] == sa.any_(
-                sa.bindparam("ids", type_=postgresql.ARRAY(table.c[key].type))
-            )
-        else:
-            matches = table.c[key].in_(sa.bindparam("ids", expanding=True))
-        statement = sa.select(*(table.c[c] for c in columns)).where(matches)
+        statement = sa.select(*(table.c[c] for c in columns)).where(
+            table.c[key].in_(sa.bindparam("ids", expanding=True))
+        )
         if extra is not None:
             statement = statement.where(table.c[extra[0]] == sa.bindparam("extra"))
         _SELECTS[cache_key] = statement
