@@ -271,9 +271,12 @@ prices = {{ "default" = 0.01 }}
                 if resp.command_status:
                     refused += 1
 
-        per = messages // window
-        await asyncio.gather(*(submit_range(k * per, per) for k in range(window)))
-        target = per * window - refused
+        # `window` submitters, each with its share of the messages (all of them are sent).
+        bounds = [k * messages // window for k in range(window + 1)]
+        await asyncio.gather(
+            *(submit_range(bounds[k], bounds[k + 1] - bounds[k]) for k in range(window))
+        )
+        target = messages - refused
         if receipts >= target:
             all_receipts.set()
         submitted = time.perf_counter()
@@ -334,15 +337,24 @@ prices = {{ "default" = 0.01 }}
         await _stop(simulator)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m gateway.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--window", type=int, default=200, help="ESME submits in flight")
-    parser.add_argument("--rate", type=int, default=1000, help="steady rate for the latency run")
+    parser.add_argument("--messages", type=_positive, default=20_000)
+    parser.add_argument("--window", type=_positive, default=200, help="ESME submits in flight")
+    parser.add_argument(
+        "--rate", type=_positive, default=1000, help="steady rate for the latency run"
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
     parser.add_argument(
         "--sessions", type=int, default=1, help="binds from the gateway to the simulator"

@@ -12,14 +12,15 @@ from gateway import bench
 from gateway.store.engine import create_engine
 from tests.gateway.conftest import PG_DATABASE, PG_HOST, PG_PORT, _find_pg_user
 
-SMALL = ["--messages", "400", "--window", "20", "--rate", "200", "--seconds", "0.5"]
+# 401 over a window of 20: every message is sent, not 20 x 20.
+SMALL = ["--messages", "401", "--window", "20", "--rate", "200", "--seconds", "0.5"]
 
 
 def test_bench_on_sqlite(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(SMALL) == 0
     out = capsys.readouterr().out
     assert "database: SQLite" in out
-    assert "end to end: 400 messages with receipts" in out
+    assert "end to end: 401 messages with receipts" in out
     assert "0 refused" in out
     assert "PostgreSQL server" not in out
     assert "over 100 submits" in out
@@ -45,7 +46,7 @@ def test_bench_on_postgres_leaves_no_database(capsys: pytest.CaptureFixture[str]
     assert bench.main([*SMALL, "--postgres", url]) == 0
     out = capsys.readouterr().out
     assert "database: PostgreSQL" in out
-    assert "end to end: 400 messages with receipts" in out
+    assert "end to end: 401 messages with receipts" in out
     assert "PostgreSQL server" in out
     assert asyncio.run(_bench_databases(url)) == before
 
@@ -53,3 +54,9 @@ def test_bench_on_postgres_leaves_no_database(capsys: pytest.CaptureFixture[str]
 def test_bench_refuses_a_url_that_is_not_postgres() -> None:
     with pytest.raises(SystemExit, match="postgresql"):
         bench.main([*SMALL, "--postgres", "sqlite+aiosqlite:///x.db"])
+
+
+def test_bench_refuses_nothing_to_send(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--messages", "0"])
+    assert "must be 1 or more" in capsys.readouterr().err
