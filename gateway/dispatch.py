@@ -31,6 +31,7 @@ price, rules) fails with the reasons.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections import deque
@@ -53,6 +54,7 @@ from gateway.store import (
     StatusChange,
     Store,
     TransitionMessage,
+    is_transient,
     utcnow,
 )
 from gateway.upstreams import Upstream
@@ -407,8 +409,11 @@ class Dispatcher:
                 due = await self.store.due_messages(
                     utcnow(), limit=500, statuses=(Status.SCHEDULED,)
                 )
-            except Exception:
-                log.exception("looking for due messages failed")
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("looking for due messages failed: %s", type(exc).__name__)
+                else:
+                    log.exception("looking for due messages failed")
                 continue
             for record in due:
                 if record.id not in self._known:
@@ -523,18 +528,19 @@ class Dispatcher:
                 # Not awaited: the window slot is free again, and the next message
                 # need not wait for this commit (a receipt that comes first is held
                 # until it is there). Its changes are reported once committed.
-                self.store.write_nowait(
-                    PartUpdate(
-                        item.message_id,
-                        seqnum,
-                        Status.SUBMITTED,
-                        at,
-                        upstream=upstream.name,
-                        upstream_message_id=resp.message_id,
-                        price=price,
-                        detail=detail,
-                    )
-                ).add_done_callback(self._submitted_committed)
+                submitted = PartUpdate(
+                    item.message_id,
+                    seqnum,
+                    Status.SUBMITTED,
+                    at,
+                    upstream=upstream.name,
+                    upstream_message_id=resp.message_id,
+                    price=price,
+                    detail=detail,
+                )
+                self.store.write_nowait(submitted).add_done_callback(
+                    functools.partial(self._submitted_committed, submitted)
+                )
                 item.done_parts = item.done_parts | {seqnum}
                 self.metrics.child(self.metrics.route_cost, upstream.name).inc(price)
                 continue
@@ -561,7 +567,7 @@ class Dispatcher:
                 mask_number(item.destination),
                 name,
             )
-            changes = await self.store.part_update(
+            changes = await self.store.write_until_committed(
                 PartUpdate(
                     item.message_id,
                     seqnum,
@@ -577,15 +583,29 @@ class Dispatcher:
         self._done(item)
         return "submitted"
 
-    def _submitted_committed(self, written: asyncio.Future[tuple[StatusChange, ...]]) -> None:
+    def _submitted_committed(
+        self, update: PartUpdate, written: asyncio.Future[tuple[StatusChange, ...]]
+    ) -> None:
         if written.cancelled():
             return
         exc = written.exception()
         if exc is not None:
-            # The message stays unsent in the store: the next start sends it again.
-            log.error("recording a submit_sm_resp failed: %s: %s", type(exc).__name__, exc)
+            # The part has left: until this is recorded the store holds the message
+            # as unsent (its receipts wait unmatched), and a restart would send it
+            # again. So it is tried again while the database is unavailable.
+            self._spawn(self._record_submitted(update, exc))
             return
         self.bus.publish(written.result())
+
+    async def _record_submitted(self, update: PartUpdate, failure: BaseException) -> None:
+        try:
+            changes = await self.store.write_until_committed(update, failure)
+        except Exception as exc:
+            # Not for want of a database (or the store is closing): the next start
+            # sends the message again.
+            log.error("recording a submit_sm_resp failed: %s: %s", type(exc).__name__, exc)
+            return
+        self.bus.publish(changes)
 
     def _retry(self, upstream: Upstream, item: Outgoing, reason: str) -> None:
         """A temporary failure on `upstream`: note the attempt, try the next candidate."""
@@ -605,7 +625,9 @@ class Dispatcher:
 
     def _record_attempt(self, item: Outgoing, route: str, reason: str) -> None:
         detail = {"attempt": item.attempts, "route": route, "outcome": reason}
-        self._spawn(self.store.write(RecordAttempt(item.message_id, utcnow(), detail)))
+        self._spawn(
+            self.store.write_until_committed(RecordAttempt(item.message_id, utcnow(), detail))
+        )
 
     def _finish_soon(self, item: Outgoing, status: Status, error: str) -> None:
         self._spawn(self._finish(item, status, error))
@@ -617,7 +639,7 @@ class Dispatcher:
 
     async def _finish(self, item: Outgoing, status: Status, error: str) -> None:
         try:
-            change = await self.store.write(
+            change = await self.store.write_until_committed(
                 TransitionMessage(item.message_id, status, utcnow(), {"reason": error}, error)
             )
         finally:

@@ -40,7 +40,7 @@ from gateway.messages import (
 from gateway.metrics import Metrics
 from gateway.openapi import MAX_IDEMPOTENCY_KEY, SendMessageRequest, openapi_document
 from gateway.ratelimit import TpsLimiter
-from gateway.store import Account, CancelOutcome, MessageRecord, Store, format_time
+from gateway.store import Account, CancelOutcome, MessageRecord, Store, format_time, is_transient
 
 __all__ = ["DEPS", "MAX_BODY", "ApiError", "HttpDeps", "create_app", "start_http"]
 
@@ -154,7 +154,22 @@ async def _errors_as_json(
         return ApiError(
             exc.status, _code_for(exc), _message_for(request, exc), headers=headers
         ).response()
-    except Exception:
+    except Exception as exc:
+        if is_transient(exc):
+            # The database is away (a lost connection, a restart): nothing was
+            # stored, and the same request will work once it is back.
+            log.warning(
+                "%s %s: the store is unavailable (%s)",
+                request.method,
+                request.path,
+                type(exc).__name__,
+            )
+            return ApiError(
+                503,
+                "store_unavailable",
+                "the message store is unavailable; nothing was stored, try again shortly",
+                headers=[(hdrs.RETRY_AFTER, "1")],
+            ).response()
         log.exception("unhandled error in %s %s", request.method, request.path)
         return ApiError(500, "internal_error", "internal error").response()
 

@@ -20,7 +20,7 @@ from gateway.events import StatusBus
 from gateway.futures import pass_failure
 from gateway.lifecycle import FINAL, Status
 from gateway.metrics import Metrics
-from gateway.store import ApplyReceipt, ReceiptResult, Store, utcnow
+from gateway.store import ApplyReceipt, ReceiptResult, Store, is_transient, utcnow
 from smpp import CommandStatus, DeliverSm, MessageState
 from smpp.aio import NotBoundError, SmppClient
 from smpp.constants import ESM_CLASS_TYPE_MASK, EsmClass
@@ -168,6 +168,12 @@ class Upstream:
         status: Status,
         applied: asyncio.Future[ReceiptResult],
     ) -> None:
+        if not applied.cancelled() and is_transient(exc := applied.exception()):
+            # The database is away: a temporary error, and the SMSC sends it again.
+            log.warning("upstream %s: receipt not stored (%s)", self.name, type(exc).__name__)
+            if not answer.done():
+                answer.set_result(CommandStatus.RX_T_APPN)
+            return
         if pass_failure(applied, answer):  # a failed commit: RX_T_APPN, the SMSC resends
             return
         result = applied.result()

@@ -52,7 +52,7 @@ import aiohttp
 
 from gateway.config import WebhookSettings
 from gateway.metrics import Metrics
-from gateway.store import Store, WebhookAttempt, WebhookDelivery, utcnow
+from gateway.store import Store, WebhookAttempt, WebhookDelivery, is_transient, utcnow
 
 __all__ = ["SIGNATURE_HEADER", "WebhookSender", "sign"]
 
@@ -152,8 +152,17 @@ class WebhookSender:
             self._wakeup.clear()
             try:
                 await self._pass()
-            except Exception:
-                log.exception("webhook pass failed; trying again in %.1f s", self._poll_interval)
+            except Exception as exc:
+                if is_transient(exc):  # the database is away: no traceback each pass
+                    log.warning(
+                        "webhook pass failed (%s); trying again in %.1f s",
+                        type(exc).__name__,
+                        self._poll_interval,
+                    )
+                else:
+                    log.exception(
+                        "webhook pass failed; trying again in %.1f s", self._poll_interval
+                    )
             await self._sleep()
 
     async def _sleep(self) -> None:

@@ -52,7 +52,7 @@ from gateway.messages import (
 from gateway.metrics import Metrics
 from gateway.ratelimit import TpsLimiter
 from gateway.smpp_front.receipts import ReceiptSender, message_state
-from gateway.store import Account, CancelOutcome, MessageRecord, Store, utcnow
+from gateway.store import Account, CancelOutcome, MessageRecord, Store, is_transient, utcnow
 from smpp import text as smstext
 from smpp.aio import ServerSession, SmppServer
 from smpp.constants import CommandStatus, DataCoding, EsmClass, Ton
@@ -70,6 +70,7 @@ from smpp.errors import (
     MessageQueueFull,
     ProtocolError,
     ReplaceFailed,
+    SmscSystemError,
     Throttled,
 )
 from smpp.pdu import (
@@ -390,6 +391,12 @@ def _message_id_of(
     """submit_sm's answer from the accept: the message id, or the commit's failure."""
     if out.done():
         return  # the session went away meanwhile; the message is accepted all the same
+    if not accepted.cancelled() and is_transient(exc := accepted.exception()):
+        # The database is away: nothing was stored. RSYSERR is temporary (ESMEs
+        # such as Kannel queue the message again), and no traceback per submit_sm.
+        log.warning("submit_sm not stored: the store is unavailable (%s)", type(exc).__name__)
+        out.set_exception(SmscSystemError("the message store is unavailable"))
+        return
     if pass_failure(accepted, out):
         return
     result = accepted.result()

@@ -12,6 +12,7 @@ from gateway.store.committer import (
     GroupCommitter,
     WriteOp,
     WriterLost,
+    is_transient,
 )
 from gateway.store.engine import create_engine, is_sqlite
 from gateway.store.ops import (
@@ -80,6 +81,7 @@ __all__ = [
     "create_engine",
     "format_time",
     "is_sqlite",
+    "is_transient",
     "metadata",
     "utcnow",
 ]

@@ -44,6 +44,7 @@ __all__ = [
     "Transactions",
     "WriteOp",
     "WriterLost",
+    "is_transient",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,28 @@ class CommitterClosed(RuntimeError):
 
 class WriterLost(CommitterClosed):
     """The writer process ended: the transaction in hand may or may not have committed."""
+
+
+# What the write itself got wrong, and a stopped committer: trying again cannot help.
+_PERMANENT = (
+    CommitterClosed,
+    sa.exc.IntegrityError,
+    sa.exc.DataError,
+    sa.exc.ProgrammingError,
+    sa.exc.NotSupportedError,
+)
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Whether a write failed for the database's availability (a connection lost or
+    refused, a database that is locked or not accepting connections, the writer
+    process lost) rather than for what it writes, so that the same write may work
+    later. A stopped committer is not transient: its gateway is going away."""
+    if isinstance(exc, WriterLost):
+        return True
+    if isinstance(exc, _PERMANENT):
+        return False
+    return isinstance(exc, (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError, TimeoutError))
 
 
 class WriteOp(ABC, Generic[T]):
@@ -499,14 +522,19 @@ class Transactions:
                     out = await op_type.run_batch(conn, [ops[i] for i in indexes])
                     for i, result in zip(indexes, out, strict=True):
                         results[i] = result
-        except BaseException:
+        except BaseException as exc:
             # The transaction is rolled back. Operations may remember facts about
             # the database in conn.info (ops._NO_UNMATCHED); after a rollback
-            # those may be wrong, so they are forgotten. A connection that broke
-            # is replaced on the next batch, one that did not is kept.
-            if not conn.closed:
-                conn.info.clear()
-            if conn.invalidated or conn.closed:
+            # those may be wrong, so they are forgotten. A connection that broke,
+            # or that failed for the database's availability, is replaced on the
+            # next batch: asyncpg may be left mid-operation by a killed backend
+            # without SQLAlchemy taking the connection for invalidated. One that
+            # failed for what was written is kept.
+            broken = conn.closed or conn.invalidated
+            if not broken:
+                # (An invalidated connection would reconnect for its info to be read.)
+                conn.info.clear()  # it stays with the connection in the pool
+            if broken or is_transient(exc):
                 await self.drop_connection()
             raise
         return results

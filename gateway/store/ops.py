@@ -169,7 +169,7 @@ def _on_postgres(conn: AsyncConnection) -> bool:
     return not isinstance(conn, _SyncConnection) and conn.dialect.name == "postgresql"
 
 
-_PG = postgresql.dialect()
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 @functools.lru_cache(maxsize=256)

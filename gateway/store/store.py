@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ from gateway.config import AccountSettings, DatabaseSettings
 from gateway.ids import upstream_id_forms
 from gateway.lifecycle import Status
 from gateway.store import ops
-from gateway.store.committer import GroupCommitter, WriteOp
+from gateway.store.committer import GroupCommitter, WriteOp, is_transient
 from gateway.store.engine import create_engine, create_sync_sqlite_engine, is_sqlite
 from gateway.store.records import (
     RECEIPT_TEXT_CHARS,
@@ -58,6 +59,12 @@ from gateway.store.writer_process import WriterProcess
 __all__ = ["AccountExists", "Store"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# Store.write_until_committed: the first wait, doubled up to the last.
+RETRY_BACKOFF_S = 0.1
+MAX_RETRY_BACKOFF_S = 5.0
 
 _API_KEY_CACHE_TTL_S = 60.0
 _UNSENT = (Status.ACCEPTED.value, Status.SCHEDULED.value)
@@ -230,6 +237,43 @@ class Store:
         """`write` as a Future, done once committed (see GroupCommitter.submit_nowait):
         for the hot paths that answer from done callbacks instead of coroutines."""
         return self.committer.submit_nowait(op)
+
+    async def write_until_committed(
+        self,
+        op: WriteOp[T],
+        first_failure: BaseException | None = None,
+        *,
+        backoff_s: float = RETRY_BACKOFF_S,
+        max_backoff_s: float = MAX_RETRY_BACKOFF_S,
+    ) -> T:
+        """`write`, tried again while it fails because the database is unavailable
+        (`is_transient`), backing off up to ``max_backoff_s``; what the write itself
+        gets wrong, and a store that is closing, are raised. For the writes that
+        record what already happened upstream (a submit_sm_resp, a final status):
+        failing them would leave the message to be sent again at the next start.
+        ``first_failure`` is the failure of an attempt already made, if any.
+
+        An operation retried after a lost writer process may have committed the
+        first time: the operations it is used with are idempotent (the lifecycle
+        ignores a repeated change)."""
+        delay = backoff_s
+        failure = first_failure
+        while True:
+            if failure is not None:
+                if not is_transient(failure):
+                    raise failure
+                log.warning(
+                    "%s not committed (%s); trying again in %.1f s",
+                    type(op).__name__,
+                    type(failure).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_backoff_s)
+            try:
+                return await self.committer.submit(op)
+            except Exception as exc:
+                failure = exc
 
     def accept(
         self,

@@ -11,9 +11,11 @@ from typing import Any
 
 import aiohttp
 
+import smpp
 from gateway.app import Gateway
 from gateway.config import Settings, parse_settings
 from gateway.lifecycle import FINAL
+from smpp.aio import SmppClient
 
 ACME = {"system_id": "acme", "password": "acme-pw", "api_key": "acme-key-0001", "tps": 100000}
 OTHER = {"system_id": "other", "password": "other-pw", "api_key": "other-key-001", "tps": 100}
@@ -90,6 +92,36 @@ async def wait_final(
             if body["status"] in {s.value for s in FINAL}:
                 return body
             await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def acme_transmitter(gateway: Gateway, window: int = 100) -> AsyncIterator[SmppClient]:
+    """An ESME bound as transmitter to the gateway's SMPP front, as the ACME account."""
+    assert gateway.endpoints is not None
+    esme = SmppClient(
+        "127.0.0.1",
+        gateway.endpoints.smpp_port,
+        system_id=ACME["system_id"],
+        password=ACME["password"],
+        bind="transmitter",
+        window=window,
+    )
+    async with esme:
+        await esme.wait_bound(10)
+        yield esme
+
+
+def reminder(text: str, to: str = "34600123456", **fields: Any) -> smpp.SubmitSm:
+    """A submit_sm from the alphanumeric sender ACME to an international number."""
+    return smpp.SubmitSm(
+        source_addr="ACME",
+        source_addr_ton=5,
+        dest_addr_ton=1,
+        dest_addr_npi=1,
+        destination_addr=to,
+        short_message=text.encode(),
+        **fields,
+    )
 
 
 async def wait_counts(gateway: Gateway, predicate: Any, timeout: float = 30.0) -> dict[str, int]:

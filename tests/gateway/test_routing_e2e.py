@@ -30,7 +30,7 @@ from gateway.simulator import Simulator, SimulatorOptions
 from gateway.store.tables import messages
 from smpp.aio import SmppClient
 
-from .e2e import running, settings_for, wait_counts
+from .e2e import acme_transmitter, running, settings_for, wait_counts
 
 # (price, delivery ratio). Per delivered message a costs 0.0357, b 0.0459, c 0.0444:
 # a stays the balanced choice even when its first hundred receipts run two
@@ -127,22 +127,6 @@ async def _routes_of(gateway: Gateway, ids: list[str]) -> Counter[str]:
             await asyncio.sleep(0.02)
 
 
-@asynccontextmanager
-async def _esme(gateway: Gateway) -> AsyncIterator[SmppClient]:
-    assert gateway.endpoints is not None
-    esme = SmppClient(
-        "127.0.0.1",
-        gateway.endpoints.smpp_port,
-        system_id="acme",
-        password="acme-pw",
-        bind="transmitter",
-        window=100,
-    )
-    async with esme:
-        await esme.wait_bound(10)
-        yield esme
-
-
 def _all_final(counts: dict[str, int], total: int) -> bool:
     return sum(n for status, n in counts.items() if status in {s.value for s in FINAL}) == total
 
@@ -155,7 +139,7 @@ async def test_each_policy_sends_most_traffic_to_its_route(
     tmp_path: Path, policy: str, expected: str, share: float
 ) -> None:
     async with three_upstreams() as sims, running(_settings(tmp_path, sims, policy)) as gateway:
-        async with _esme(gateway) as esme:
+        async with acme_transmitter(gateway) as esme:
             await _submit(esme, 1500)  # learning
             ids = await _submit(esme, 1500, first=1500)
         await wait_counts(gateway, lambda c: _all_final(c, 3000), timeout=60)
@@ -175,7 +159,7 @@ async def test_traffic_leaves_a_stopped_route_within_a_second_and_comes_back(
         three_upstreams() as sims,
         running(_settings(tmp_path, sims, "best_delivery")) as gateway,
     ):
-        async with _esme(gateway) as esme:
+        async with acme_transmitter(gateway) as esme:
             await _submit(esme, 1500)  # learn that b delivers best
             before = await _submit(esme, 300, first=1500)
             assert (await _routes_of(gateway, before))["b"] >= 100

@@ -1,0 +1,197 @@
+"""A database that goes away for a while: what was acknowledged still ends final.
+
+`Store.write_until_committed` tries a write again while it fails for the database's
+availability (`is_transient`), and raises what the write itself got wrong. End to end
+on PostgreSQL, a database that refuses connections for a second and a half in the
+middle of a load (its sessions killed) costs the clients 503s (HTTP) and RSYSERR
+(SMPP) and nothing else: every message that was answered 202 or ROK is delivered
+without a restart, and no receipt is left
+unmatched (a submit_sm_resp that could not be recorded is recorded once it is back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import aiohttp
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.store import CommitterClosed, Store, WriteOp, WriterLost, is_transient
+from gateway.store.tables import messages, unmatched_receipts
+from smpp import CommandStatus
+from smpp.aio import SmppClient
+
+from .conftest import PG_DATABASE, PG_HOST, PG_PORT
+from .e2e import (
+    acme_transmitter,
+    base_url,
+    bearer,
+    postgres_database,
+    reminder,
+    running,
+    settings_for,
+    wait_counts,
+)
+
+_GONE = sa.exc.OperationalError("INSERT ...", None, ConnectionResetError("connection reset"))
+
+
+def test_what_is_transient() -> None:
+    assert is_transient(_GONE)
+    assert is_transient(sa.exc.DBAPIError("SELECT 1", None, OSError("refused")))
+    assert is_transient(WriterLost("the writer process ended"))
+    assert is_transient(ConnectionRefusedError())
+    assert not is_transient(sa.exc.IntegrityError("INSERT ...", None, ValueError("dup")))
+    assert not is_transient(sa.exc.DataError("INSERT ...", None, ValueError("too long")))
+    assert not is_transient(CommitterClosed("stopped"))
+    assert not is_transient(LookupError("no such message"))
+    assert not is_transient(None)
+
+
+# How often each key's write fails before it works (writer thread: same process).
+_FAILURES: dict[str, list[BaseException]] = {}
+_ATTEMPTS: Counter[str] = Counter()
+
+
+@dataclass(frozen=True)
+class _Flaky(WriteOp[str]):
+    key: str
+
+    order: ClassVar[int] = 99
+
+    @classmethod
+    async def run_batch(cls, conn: AsyncConnection, ops: Any) -> list[str]:
+        batch: list[Self] = list(ops)
+        for op in batch:
+            _ATTEMPTS[op.key] += 1
+            failures = _FAILURES.get(op.key)
+            if failures:
+                raise failures.pop(0)
+        return [op.key for op in batch]
+
+
+@pytest.fixture
+async def thread_store(tmp_path: Path) -> Any:
+    from gateway.migrate import upgrade_async
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'outage.db'}"
+    await upgrade_async(url)
+    store = await Store.open_url(url, writer="thread", commit_window_ms=0.5)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_a_write_is_tried_again_while_the_database_is_away(thread_store: Store) -> None:
+    _FAILURES["away"] = [_GONE, _GONE, _GONE]
+    result = await thread_store.write_until_committed(
+        _Flaky("away"), backoff_s=0.01, max_backoff_s=0.02
+    )
+    assert result == "away"
+    assert _ATTEMPTS["away"] == 4
+
+
+async def test_an_attempt_already_made_counts(thread_store: Store) -> None:
+    _FAILURES["later"] = []
+    result = await thread_store.write_until_committed(_Flaky("later"), _GONE, backoff_s=0.01)
+    assert result == "later" and _ATTEMPTS["later"] == 1
+
+
+async def test_what_the_write_got_wrong_is_not_tried_again(thread_store: Store) -> None:
+    wrong = sa.exc.IntegrityError("INSERT ...", None, ValueError("duplicate key"))
+    _FAILURES["wrong"] = [_GONE, wrong]
+    with pytest.raises(sa.exc.IntegrityError):
+        await thread_store.write_until_committed(_Flaky("wrong"), backoff_s=0.01)
+    assert _ATTEMPTS["wrong"] == 2
+    with pytest.raises(LookupError):
+        await thread_store.write_until_committed(_Flaky("x"), LookupError("no such message"))
+    assert _ATTEMPTS["x"] == 0
+
+
+@pytest.mark.postgres
+async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -> None:
+    async with postgres_database() as url:
+        database = url.rsplit("/", 1)[1]
+        user = url.split("//", 1)[1].split("@", 1)[0]
+        settings = settings_for(tmp_path, url=url)
+        async with running(settings) as gateway, aiohttp.ClientSession() as http:
+            accepted: list[str] = []
+            answers: Counter[tuple[int, str]] = Counter()
+
+            async def post(i: int) -> None:
+                async with http.post(
+                    f"{base_url(gateway)}/v1/messages",
+                    json={"to": "+34600123456", "from": "ACME", "text": f"reminder {i}"},
+                    headers=bearer(),
+                ) as r:
+                    body = await r.json()
+                    if r.status == 202:
+                        accepted.append(body["id"])
+                        answers[(202, "")] += 1
+                    else:
+                        answers[(r.status, body["error"]["code"])] += 1
+
+            async def outage() -> None:
+                admin = await asyncpg.connect(
+                    host=PG_HOST, port=PG_PORT, user=user, database=PG_DATABASE
+                )
+                try:
+                    await asyncio.sleep(0.5)
+                    await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+                    await admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                        database,
+                    )
+                    await asyncio.sleep(1.5)
+                finally:
+                    await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+                    await admin.close()
+
+            smpp_answers: Counter[int] = Counter()
+
+            async def submit(esme: SmppClient, i: int) -> None:
+                resp = await esme.submit_sm(reminder(f"reminder {i}"))
+                smpp_answers[resp.command_status] += 1
+                if resp.command_status == CommandStatus.ROK:
+                    accepted.append(resp.message_id)
+
+            async with acme_transmitter(gateway, window=20) as esme:
+                down = asyncio.create_task(outage())
+                for start in range(0, 1000, 20):  # about 3 s: before, during and after
+                    await asyncio.gather(
+                        *(post(i) for i in range(start, start + 10)),
+                        *(submit(esme, i) for i in range(start + 10, start + 20)),
+                    )
+                    await asyncio.sleep(0.01)
+                await down
+            # RSYSERR is the temporary refusal (the ESME sends it again).
+            assert set(smpp_answers) <= {CommandStatus.ROK, CommandStatus.RSYSERR}, smpp_answers
+            assert smpp_answers[CommandStatus.RSYSERR] > 0
+
+            assert set(answers) <= {(202, ""), (503, "store_unavailable")}, answers
+            assert answers[(503, "store_unavailable")] > 0, "the outage was not felt"
+            assert len(accepted) > 100
+            await wait_counts(gateway, lambda c: c.get("delivered", 0) == len(accepted), timeout=30)
+            async with gateway.store.engine.connect() as conn:
+                statuses = dict(
+                    (
+                        await conn.execute(
+                            sa.select(messages.c.status, sa.func.count()).group_by(
+                                messages.c.status
+                            )
+                        )
+                    ).all()
+                )
+                waiting = (
+                    await conn.execute(sa.select(sa.func.count()).select_from(unmatched_receipts))
+                ).scalar_one()
+            assert statuses == {"delivered": len(accepted)}
+            assert waiting == 0
