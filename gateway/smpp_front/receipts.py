@@ -30,6 +30,7 @@ from gateway.store import (
     SmppReceipt,
     StatusChange,
     Store,
+    is_transient,
     utcnow,
 )
 from smpp import text as smstext
@@ -328,7 +329,16 @@ class ReceiptSender:
             return
         exc = task.exception()
         if exc is not None:
-            log.error("receipts for account %d failed; retrying later", account_id, exc_info=exc)
+            if is_transient(exc):  # the database is away: no traceback each time
+                log.warning(
+                    "receipts for account %d failed (%s); retrying later",
+                    account_id,
+                    type(exc).__name__,
+                )
+            else:
+                log.error(
+                    "receipts for account %d failed; retrying later", account_id, exc_info=exc
+                )
             self._retry_later(account_id)
         if account_id in self._dirty and not self._closed:
             self._wake.set()
@@ -391,8 +401,9 @@ class ReceiptSender:
         finally:
             self._in_flight.difference_update(ids)
             if done:
-                # One write per batch, whatever happened to the rest of it.
-                await self.store.write(MarkSmppReceiptsSent(tuple(done), utcnow()))
+                # One write per batch, whatever happened to the rest of it; tried
+                # again while the database is away, else they would be sent twice.
+                await self.store.write_until_committed(MarkSmppReceiptsSent(tuple(done), utcnow()))
                 self.sent += len(done)
                 for receipt_id in done:
                     self._not_before.pop(receipt_id, None)

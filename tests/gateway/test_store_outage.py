@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+import smpp
 from gateway.store import CommitterClosed, Store, WriteOp, WriterLost, is_transient
 from gateway.store.tables import messages, unmatched_receipts
 from smpp import CommandStatus
@@ -30,7 +31,7 @@ from smpp.aio import SmppClient
 
 from .conftest import PG_DATABASE, PG_HOST, PG_PORT
 from .e2e import (
-    acme_transmitter,
+    ACME,
     base_url,
     bearer,
     postgres_database,
@@ -156,14 +157,32 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
                     await admin.close()
 
             smpp_answers: Counter[int] = Counter()
+            over_smpp: set[str] = set()
+            receipted: Counter[str] = Counter()
+
+            async def on_deliver_sm(pdu: smpp.DeliverSm) -> int:
+                assert pdu.receipted_message_id is not None
+                receipted[pdu.receipted_message_id] += 1
+                return 0
 
             async def submit(esme: SmppClient, i: int) -> None:
-                resp = await esme.submit_sm(reminder(f"reminder {i}"))
+                resp = await esme.submit_sm(reminder(f"reminder {i}", registered_delivery=1))
                 smpp_answers[resp.command_status] += 1
                 if resp.command_status == CommandStatus.ROK:
                     accepted.append(resp.message_id)
+                    over_smpp.add(resp.message_id)
 
-            async with acme_transmitter(gateway, window=20) as esme:
+            assert gateway.endpoints is not None
+            esme = SmppClient(
+                "127.0.0.1",
+                gateway.endpoints.smpp_port,
+                system_id=ACME["system_id"],
+                password=ACME["password"],
+                window=20,
+                on_deliver_sm=on_deliver_sm,
+            )
+            async with esme:
+                await esme.wait_bound(10)
                 down = asyncio.create_task(outage())
                 for start in range(0, 1000, 20):  # about 3 s: before, during and after
                     await asyncio.gather(
@@ -172,6 +191,10 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
                     )
                     await asyncio.sleep(0.01)
                 await down
+                # Every message accepted over SMPP gets its receipt, through the outage.
+                async with asyncio.timeout(30):
+                    while not over_smpp <= set(receipted):
+                        await asyncio.sleep(0.05)
             # RSYSERR is the temporary refusal (the ESME sends it again).
             assert set(smpp_answers) <= {CommandStatus.ROK, CommandStatus.RSYSERR}, smpp_answers
             assert smpp_answers[CommandStatus.RSYSERR] > 0
