@@ -95,16 +95,22 @@ async def wait_final(
 
 
 @asynccontextmanager
-async def acme_transmitter(gateway: Gateway, window: int = 100) -> AsyncIterator[SmppClient]:
-    """An ESME bound as transmitter to the gateway's SMPP front, as the ACME account."""
+async def acme_esme(
+    gateway: Gateway,
+    bind: str = "transmitter",
+    window: int = 100,
+    on_deliver_sm: Any = None,
+) -> AsyncIterator[SmppClient]:
+    """An ESME bound to the gateway's SMPP front as the ACME account."""
     assert gateway.endpoints is not None
     esme = SmppClient(
         "127.0.0.1",
         gateway.endpoints.smpp_port,
         system_id=ACME["system_id"],
         password=ACME["password"],
-        bind="transmitter",
+        bind=bind,
         window=window,
+        on_deliver_sm=on_deliver_sm,
     )
     async with esme:
         await esme.wait_bound(10)

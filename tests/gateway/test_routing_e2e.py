@@ -30,7 +30,7 @@ from gateway.simulator import Simulator, SimulatorOptions
 from gateway.store.tables import messages
 from smpp.aio import SmppClient
 
-from .e2e import acme_transmitter, running, settings_for, wait_counts
+from .e2e import acme_esme, running, settings_for, wait_counts
 
 # (price, delivery ratio). Per delivered message a costs 0.0357, b 0.0459, c 0.0444:
 # a stays the balanced choice even when its first hundred receipts run two
@@ -139,7 +139,7 @@ async def test_each_policy_sends_most_traffic_to_its_route(
     tmp_path: Path, policy: str, expected: str, share: float
 ) -> None:
     async with three_upstreams() as sims, running(_settings(tmp_path, sims, policy)) as gateway:
-        async with acme_transmitter(gateway) as esme:
+        async with acme_esme(gateway) as esme:
             await _submit(esme, 1500)  # learning
             ids = await _submit(esme, 1500, first=1500)
         await wait_counts(gateway, lambda c: _all_final(c, 3000), timeout=60)
@@ -159,7 +159,7 @@ async def test_traffic_leaves_a_stopped_route_within_a_second_and_comes_back(
         three_upstreams() as sims,
         running(_settings(tmp_path, sims, "best_delivery")) as gateway,
     ):
-        async with acme_transmitter(gateway) as esme:
+        async with acme_esme(gateway) as esme:
             await _submit(esme, 1500)  # learn that b delivers best
             before = await _submit(esme, 300, first=1500)
             assert (await _routes_of(gateway, before))["b"] >= 100

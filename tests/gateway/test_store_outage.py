@@ -31,7 +31,7 @@ from smpp.aio import SmppClient
 
 from .conftest import PG_DATABASE, PG_HOST, PG_PORT
 from .e2e import (
-    ACME,
+    acme_esme,
     base_url,
     bearer,
     postgres_database,
@@ -172,17 +172,9 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
                     accepted.append(resp.message_id)
                     over_smpp.add(resp.message_id)
 
-            assert gateway.endpoints is not None
-            esme = SmppClient(
-                "127.0.0.1",
-                gateway.endpoints.smpp_port,
-                system_id=ACME["system_id"],
-                password=ACME["password"],
-                window=20,
-                on_deliver_sm=on_deliver_sm,
-            )
-            async with esme:
-                await esme.wait_bound(10)
+            async with acme_esme(
+                gateway, bind="transceiver", window=20, on_deliver_sm=on_deliver_sm
+            ) as esme:
                 down = asyncio.create_task(outage())
                 for start in range(0, 1000, 20):  # about 3 s: before, during and after
                     await asyncio.gather(
