@@ -122,6 +122,7 @@ class Gateway:
             await upgrade_async(s.database.url)
         self._store = store = await Store.open(s.database)
         store.committer.on_commit = self.metrics.observe_commit
+        store.committer.on_failure = self.metrics.observe_write_failure
         if s.mqtt is not None:
             # Before anything can change a status (recovery, the fronts): every
             # transition from here on gets its outbox row.

@@ -314,6 +314,14 @@ class Metrics:
             buckets=COMMIT_BUCKETS,
             registry=r,
         )
+        self.store_write_failures = LocklessCounter(
+            "smsgw_store_write_failures",
+            "Writes that failed, by reason: unavailable (the database was away: lost or "
+            "refused connections; the write is refused or tried again) or refused (what "
+            "it writes: an illegal transition, a constraint).",
+            ["reason"],
+            registry=r,
+        )
         self.smpp_pdus = LocklessCounter(
             "smsgw_smpp_pdus",
             "SMPP PDUs read (in) and written (out), on the ESME side (our server) "
@@ -349,6 +357,11 @@ class Metrics:
         """One group commit of `batch_size` operations that took `seconds`."""
         self.store_batch_size.fast.observe(batch_size)
         self.store_commit_latency.fast.observe(seconds)
+
+    def observe_write_failure(self, operations: int, unavailable: bool) -> None:
+        """`operations` writes failed, for the database's availability or not."""
+        reason = "unavailable" if unavailable else "refused"
+        self.child(self.store_write_failures, reason).inc(operations)
 
     def pdu_observer(self, side: str) -> Callable[[str, int, int], None]:
         """The `on_pdu` callback for an SmppServer (side ``esme``) or SmppClient (``upstream``)."""

@@ -159,6 +159,9 @@ class GroupCommitter:
         self._transactions: Transactions | None = None
         # Told (operations, seconds) after each commit: the store's metrics.
         self.on_commit: Callable[[int, float], None] | None = None
+        # Told (operations, unavailable) when writes fail: `is_transient`, or what
+        # the write got wrong.
+        self.on_failure: Callable[[int, bool], None] | None = None
         self._writer_loop: asyncio.AbstractEventLoop | None = None
         self._writer_thread: threading.Thread | None = None
         self._window = window_ms / 1000
@@ -383,6 +386,8 @@ class GroupCommitter:
         self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]], exc: BaseException
     ) -> None:
         self.stats.failed_batches += 1
+        if self.on_failure is not None:
+            self.on_failure(len(batch), is_transient(exc))
         for _, future in batch:
             _fail(future, exc)
 

@@ -41,6 +41,7 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "smsgw_upstream_submit_errors_total": ("counter", {"route", "reason"}),
     "smsgw_store_batch_operations_bucket": ("histogram", {"le"}),
     "smsgw_store_commit_seconds_bucket": ("histogram", {"le"}),
+    "smsgw_store_write_failures_total": ("counter", {"reason"}),
 }
 
 _METRIC_NAME = re.compile(r"\b(?:smsgw|process)_[a-z0-9_]*[a-z0-9]")
@@ -132,6 +133,8 @@ def used_registry() -> Metrics:
     for outcome in ("delivered", "failed", "expired"):
         m.webhook_deliveries.labels(outcome=outcome).inc()
     m.observe_commit(42, 0.003)
+    m.observe_write_failure(3, True)
+    m.observe_write_failure(1, False)
     esme, upstream = m.pdu_observer("esme"), m.pdu_observer("upstream")
     esme("in", CommandId.SUBMIT_SM, 0)
     esme("out", CommandId.SUBMIT_SM_RESP, CommandStatus.RTHROTTLED)
@@ -256,6 +259,8 @@ def test_observe_commit_and_pdu_labels() -> None:
     assert value("smsgw_store_batch_operations_sum") == 42
     assert value("smsgw_store_commit_seconds_count") == 1
     assert value("smsgw_store_commit_seconds_bucket", {"le": "0.005"}) == 1
+    assert value("smsgw_store_write_failures_total", {"reason": "unavailable"}) == 3
+    assert value("smsgw_store_write_failures_total", {"reason": "refused"}) == 1
     pdus = {
         (s[1]["side"], s[1]["direction"], s[1]["command"], s[1]["status"]): s[2]
         for s in samples(m)

@@ -210,3 +210,7 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
                 ).scalar_one()
             assert statuses == {"delivered": len(accepted)}
             assert waiting == 0
+            failed = gateway.metrics.registry.get_sample_value(
+                "smsgw_store_write_failures_total", {"reason": "unavailable"}
+            )
+            assert failed is not None and failed > 0
