@@ -479,22 +479,19 @@ class Transactions:
         """`run` the batch; when it fails and holds several writes, run each again
         in a transaction of its own, right away, so that one bad write fails alone
         and what comes after the batch still comes after it. Raises only what a
-        single write raised."""
+        single write raised, or what the database's absence made the whole batch
+        fail with (`is_transient`: after one more try, on a new connection)."""
         if self._analyze_due:
             # Before the next batch rather than after the last, so the answers of the
             # batch that made it due are not held up by it.
             self._analyze_due = False
             await self._analyze()
         try:
-            results = await self.run(ops)
+            return self._committed(ops, await self._run_reconnecting(ops))
         except Exception as exc:
-            if len(ops) == 1:
+            if len(ops) == 1 or is_transient(exc):
                 raise
             error = type(exc).__name__
-        else:
-            if self._young is not None and self._young.note(len(ops)):
-                self._analyze_due = True
-            return results
         outcomes: list[tuple[bool, Any]] = []
         for op in ops:
             try:
@@ -502,6 +499,23 @@ class Transactions:
             except Exception as exc:
                 outcomes.append((False, exc))
         return OneByOne(error, outcomes)
+
+    async def _run_reconnecting(self, ops: list[WriteOp[Any]]) -> list[Any]:
+        """`run`, and once more on a new connection when the first try failed for the
+        database's availability (a killed backend, a failover). A database that stays
+        away fails the batch whole: one write at a time would only ask it as many
+        times again."""
+        try:
+            return await self.run(ops)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+        return await self.run(ops)
+
+    def _committed(self, ops: list[WriteOp[Any]], results: list[Any]) -> list[Any]:
+        if self._young is not None and self._young.note(len(ops)):
+            self._analyze_due = True
+        return results
 
     async def _analyze(self) -> None:
         assert self._young is not None

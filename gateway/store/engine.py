@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 __all__ = ["create_engine", "create_sync_sqlite_engine", "is_sqlite"]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PG_CONNECT_TIMEOUT_S = 10.0
 
 
 def is_sqlite(url: str | sa.URL) -> bool:
@@ -43,6 +44,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         if sa_url.get_driver_name() != "asyncpg":
             raise ValueError(f"PostgreSQL needs the asyncpg driver: {sa_url.render_as_string()}")
         kwargs.setdefault("pool_pre_ping", True)
+        # asyncpg waits 60 s for a connection by default; a database host that is
+        # unreachable would hold the writer (and every accept behind it) that long.
+        connect_args = dict(kwargs.get("connect_args") or {})
+        connect_args.setdefault("timeout", PG_CONNECT_TIMEOUT_S)
+        kwargs["connect_args"] = connect_args
         return create_async_engine(sa_url, **kwargs)
     raise ValueError(f"unsupported database: {sa_url.get_backend_name()}")
 
