@@ -154,3 +154,13 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(number)
     return handler
+
+
+def current_logging() -> tuple[str, bool] | None:
+    """(level, json) of what `configure_logging` installed, None when it was not called:
+    for a child process (the store's writer) to log the same way to the same stderr."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, _Handler):
+            return logging.getLevelName(root.level), isinstance(handler.formatter, JsonFormatter)
+    return None

@@ -446,7 +446,7 @@ class Transactions:
         self._young = (
             YoungTables() if engine is not None and engine.dialect.name == "postgresql" else None
         )
-        self._analyze_due = False
+        self._analyzing: asyncio.Future[None] | None = None
 
     async def connection(self) -> AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
@@ -469,6 +469,10 @@ class Transactions:
 
     async def close(self) -> None:
         """Drop the connection and dispose of the engine the writer made for itself."""
+        if self._analyzing is not None:
+            self._analyzing.cancel()
+            with contextlib.suppress(BaseException):
+                await self._analyzing
         await self.drop_connection()
         if self._sync_engine is not None:
             self._sync_engine.dispose()
@@ -481,11 +485,6 @@ class Transactions:
         and what comes after the batch still comes after it. Raises only what a
         single write raised, or what the database's absence made the whole batch
         fail with (`is_transient`: after one more try, on a new connection)."""
-        if self._analyze_due:
-            # Before the next batch rather than after the last, so the answers of the
-            # batch that made it due are not held up by it.
-            self._analyze_due = False
-            await self._analyze()
         try:
             return self._committed(ops, await self._run_reconnecting(ops))
         except Exception as exc:
@@ -513,20 +512,20 @@ class Transactions:
         return await self.run(ops)
 
     def _committed(self, ops: list[WriteOp[Any]], results: list[Any]) -> list[Any]:
-        if self._young is not None and self._young.note(len(ops)):
-            self._analyze_due = True
+        young = self._young
+        if young is not None and young.note(len(ops)) and self._analyzing is None:
+            assert self._engine is not None
+            # Beside the commits, not between them (see YoungTables.analyze); it
+            # runs while the loop runs the next commits.
+            self._analyzing = asyncio.ensure_future(young.analyze(self._engine))
+            self._analyzing.add_done_callback(self._analyzed)
         return results
 
-    async def _analyze(self) -> None:
-        assert self._young is not None
-        conn = await self.connection()
-        try:
-            await self._young.analyze(conn)
-        except Exception:
+    def _analyzed(self, task: asyncio.Future[None]) -> None:
+        self._analyzing = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
             # Only the plans suffer; the writes go on.
-            log.warning("could not analyze the hot tables", exc_info=True)
-            if conn.invalidated or conn.closed:
-                await self.drop_connection()
+            log.warning("could not analyze the hot tables: %s", type(exc).__name__)
 
     async def run(self, ops: list[WriteOp[Any]]) -> list[Any]:
         groups: dict[type[WriteOp[Any]], list[int]] = {}

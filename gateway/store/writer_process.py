@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
+from gateway.logs import configure_logging, current_logging
 from gateway.store.committer import OneByOne, Transactions, WriteOp, WriterLost
 from gateway.store.engine import create_engine, create_sync_sqlite_engine, is_sqlite
 
@@ -94,7 +95,7 @@ class WriterProcess:
         try:
             process = context.Process(
                 target=_child_main,
-                args=(child, url, dict(engine_options or {})),
+                args=(child, url, dict(engine_options or {}), current_logging()),
                 name="smsgw-writer",
                 daemon=True,
             )
@@ -193,10 +194,20 @@ class WriterProcess:
 # --- the child -----------------------------------------------------------------------
 
 
-def _child_main(sock: socket.socket, url: str, engine_options: dict[str, Any]) -> None:
+def _child_main(
+    sock: socket.socket,
+    url: str,
+    engine_options: dict[str, Any],
+    logging_as: tuple[str, bool] | None = None,
+) -> None:
     # Ctrl-C reaches the whole process group: the parent's shutdown decides when
     # the writer stops (it commits what is queued first), not the signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if logging_as is not None:
+        # Its stderr is the gateway's (inherited through the forkserver): the same
+        # lines, in the same format, masked the same way.
+        level, json = logging_as
+        configure_logging(level, json=json)
     loop: asyncio.AbstractEventLoop | None = None
     with sock:
         try:

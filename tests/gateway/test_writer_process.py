@@ -4,6 +4,7 @@ its store or its gateway (even one killed by SIGKILL), and one that dies is repl
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -199,3 +200,51 @@ async def test_a_database_that_cannot_be_opened_fails_the_start(tmp_path: Path) 
     url = f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'smsgw.db'}"
     with pytest.raises(sa.exc.OperationalError):
         await WriterProcess.start(url)
+
+
+def test_the_writer_logs_like_its_gateway(tmp_path: Path) -> None:
+    """What the writer process logs reaches the gateway's stderr, in its format
+    and at its level, with numbers masked."""
+    script = tmp_path / "logs.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio, logging
+            from gateway.logs import configure_logging
+            from gateway.migrate import upgrade_async
+            from gateway.store.committer import WriteOp
+            from gateway.store.writer_process import WriterProcess
+
+            class Shout(WriteOp[int]):
+                @classmethod
+                async def run_batch(cls, conn, ops):
+                    log = logging.getLogger("gateway.store.test")
+                    log.info("in the writer for +34600123456")
+                    log.debug("not at INFO")
+                    return [1 for _ in ops]
+
+            async def main():
+                url = "sqlite+aiosqlite:///{tmp_path / "logs.db"}"
+                await upgrade_async(url)
+                configure_logging("INFO", json=True)
+                writer = await WriterProcess.start(url)
+                print(await writer.send([Shout()]), flush=True)
+                await writer.close()
+
+            if __name__ == "__main__":  # the writer's process imports this file too
+                asyncio.run(main())
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1]"
+    lines = [json.loads(line) for line in done.stderr.splitlines() if "gateway.store.test" in line]
+    assert [(r["level"], r["logger"]) for r in lines] == [("INFO", "gateway.store.test")]
+    assert lines[0]["msg"] == "in the writer for +34600***456"
