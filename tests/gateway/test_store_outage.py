@@ -126,6 +126,7 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
         async with running(settings) as gateway, aiohttp.ClientSession() as http:
             accepted: list[str] = []
             answers: Counter[tuple[int, str]] = Counter()
+            reads: Counter[int | str] = Counter()
 
             async def post(i: int) -> None:
                 async with http.post(
@@ -139,6 +140,12 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
                         answers[(202, "")] += 1
                     else:
                         answers[(r.status, body["error"]["code"])] += 1
+                if accepted and i % 5 == 0:  # reads too: 200, or 503 while it is away
+                    async with http.get(
+                        f"{base_url(gateway)}/v1/messages/{accepted[0]}", headers=bearer()
+                    ) as r:
+                        body = await r.json()
+                        reads[r.status if r.status == 200 else body["error"]["code"]] += 1
 
             async def outage() -> None:
                 admin = await asyncpg.connect(
@@ -176,13 +183,21 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
                 gateway, bind="transceiver", window=20, on_deliver_sm=on_deliver_sm
             ) as esme:
                 down = asyncio.create_task(outage())
-                for start in range(0, 1000, 20):  # about 3 s: before, during and after
+                start, after, back = 0, 0, 0
+                # Before, during, and for 15 rounds after it (about half a second).
+                while after < 15:
                     await asyncio.gather(
                         *(post(i) for i in range(start, start + 10)),
                         *(submit(esme, i) for i in range(start + 10, start + 20)),
                     )
+                    start += 20
+                    if down.done():
+                        after += 1
+                        if after == 1:
+                            back = len(accepted)
                     await asyncio.sleep(0.01)
                 await down
+                assert len(accepted) > back, "nothing accepted once the database was back"
                 # Every message accepted over SMPP gets its receipt, through the outage.
                 async with asyncio.timeout(30):
                     while not over_smpp <= set(receipted):
@@ -192,8 +207,9 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
             assert smpp_answers[CommandStatus.RSYSERR] > 0
 
             assert set(answers) <= {(202, ""), (503, "store_unavailable")}, answers
+            assert set(reads) <= {200, "store_unavailable"} and reads[200] > 0, reads
             assert answers[(503, "store_unavailable")] > 0, "the outage was not felt"
-            assert len(accepted) > 100
+            assert len(accepted) > 100, answers
             await wait_counts(gateway, lambda c: c.get("delivered", 0) == len(accepted), timeout=30)
             async with gateway.store.engine.connect() as conn:
                 statuses = dict(
