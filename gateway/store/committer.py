@@ -11,6 +11,10 @@ its writes.
 
 A batch that fails is retried one operation per transaction, so a single bad
 operation (a constraint it violates) fails alone instead of failing its neighbours.
+A batch that fails for the database's availability (`is_transient`) is tried once
+more on a new connection, then fails whole: the writes that must not be lost are
+written again by their callers (`Store.write_until_committed`), the others are
+refused to their clients (HTTP 503, ESME_RSYSERR, ESME_RX_T_APPN to an SMSC).
 """
 
 from __future__ import annotations
