@@ -127,6 +127,7 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
             accepted: list[str] = []
             answers: Counter[tuple[int, str]] = Counter()
             reads: Counter[int | str] = Counter()
+            readiness: list[int] = []
 
             async def post(i: int) -> None:
                 async with http.post(
@@ -158,7 +159,10 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
                         database,
                     )
-                    await asyncio.sleep(1.5)
+                    await asyncio.sleep(0.3)
+                    async with http.get(f"{base_url(gateway)}/readyz") as r:
+                        readiness.append(r.status)
+                    await asyncio.sleep(1.2)
                 finally:
                     await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
                     await admin.close()
@@ -208,6 +212,9 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
 
             assert set(answers) <= {(202, ""), (503, "store_unavailable")}, answers
             assert set(reads) <= {200, "store_unavailable"} and reads[200] > 0, reads
+            async with http.get(f"{base_url(gateway)}/readyz") as r:
+                readiness.append(r.status)
+            assert readiness == [503, 200]  # not ready while the database is away
             assert answers[(503, "store_unavailable")] > 0, "the outage was not felt"
             assert len(accepted) > 100, answers
             await wait_counts(gateway, lambda c: c.get("delivered", 0) == len(accepted), timeout=30)
