@@ -5,13 +5,16 @@ availability (`is_transient`), and raises what the write itself got wrong. End t
 on PostgreSQL, a database that refuses connections for a second and a half in the
 middle of a load (its sessions killed) costs the clients 503s (HTTP) and RSYSERR
 (SMPP) and nothing else: every message that was answered 202 or ROK is delivered
-without a restart, and no receipt is left
-unmatched (a submit_sm_resp that could not be recorded is recorded once it is back).
+without a restart, and no receipt is left unmatched (a submit_sm_resp that could
+not be recorded is recorded once it is back). On SQLite, the same for a writer
+process killed twice in the middle of a load.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,3 +240,54 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
                 "smsgw_store_write_failures_total", {"reason": "unavailable"}
             )
             assert failed is not None and failed > 0
+
+
+async def test_a_killed_writer_process_loses_no_acknowledged_message(tmp_path: Path) -> None:
+    """SQLite's outage: the writer process dies (SIGKILL) mid-load. What it had in
+    hand fails with WriterLost, a new writer takes over, and every message that was
+    answered 202 is delivered without a restart."""
+    async with running(settings_for(tmp_path)) as gateway, aiohttp.ClientSession() as http:
+        accepted: list[str] = []
+        answers: Counter[int] = Counter()
+
+        async def post(i: int) -> None:
+            async with http.post(
+                f"{base_url(gateway)}/v1/messages",
+                json={"to": "+34600123456", "from": "ACME", "text": f"reminder {i}"},
+                headers=bearer(),
+            ) as r:
+                answers[r.status] += 1
+                if r.status == 202:
+                    accepted.append((await r.json())["id"])
+
+        killed: list[int] = []
+
+        async def kill_the_writer() -> None:
+            await asyncio.sleep(0.005)  # while the batch's accepts are in its hands
+            process = gateway.store.committer._process
+            assert process is not None
+            killed.append(process.pid)
+            os.kill(process.pid, signal.SIGKILL)
+
+        for start in range(0, 1200, 40):
+            # Twice: the second kills the writer that took over from the first.
+            kill = [kill_the_writer()] if start in (200, 600) else []
+            await asyncio.gather(*(post(i) for i in range(start, start + 40)), *kill)
+        assert len(set(killed)) == 2
+        # An accept the writer had in hand when it died: 503, never a 500.
+        assert set(answers) <= {202, 503}, answers
+        assert answers[202] > 1000
+        await wait_counts(gateway, lambda c: c.get("delivered", 0) == len(accepted), timeout=30)
+        async with gateway.store.engine.connect() as conn:
+            statuses = dict(
+                (
+                    await conn.execute(
+                        sa.select(messages.c.status, sa.func.count()).group_by(messages.c.status)
+                    )
+                ).all()
+            )
+            waiting = (
+                await conn.execute(sa.select(sa.func.count()).select_from(unmatched_receipts))
+            ).scalar_one()
+        assert statuses == {"delivered": len(accepted)}
+        assert waiting == 0
