@@ -638,15 +638,26 @@ class Selector:
         Each balanced selection earns ``explore_share`` of a token (up to
         ``explore_burst``) and a deviation from the exploit choice spends one,
         so from the start at most share * n of n selections deviate, and in any
-        run at most share * n + burst. The draw samples delivery ratios only
-        (latency at its mean), in order of the lowest cost a route could have,
-        price + latency penalty (a ratio of 1): once that floor is above the
-        best sampled cost no later route can win, so most draws stop early.
+        run at most share * n + burst. While a token is in hand every selection
+        draws, and deviates when a sampled route beats the exploit's sample: so
+        routes whose posteriors overlap get the whole budget, and well-known
+        ones cost next to nothing (they seldom win a draw). Drawing on only a
+        share of the selections instead left a route that had an unlucky start
+        (64 of its first 108 delivered, true ratio 70%, 3.5% cheaper per
+        delivered message than the exploit) about 0.2% of the traffic: still
+        locked out after 20,000 messages, where drawing every time gave it its
+        5% and it won back the traffic in two of three seeded runs.
+
+        The draw samples delivery ratios only (latency at its mean), in order of
+        the lowest cost a route could have, price + latency penalty (a ratio of
+        1): once that floor is above the best sampled cost no later route can
+        win, so most draws stop early. It costs a few microseconds per selection
+        (about 5 with three routes).
         """
         s = self.settings
         self._tokens = min(self._tokens + s.explore_share, s.explore_burst)
-        if self._tokens < 1.0 or rng.random() >= s.explore_share:
-            return False
+        if self._tokens < 1.0:
+            return False  # the budget is spent (or the share is 0)
         penalty = s.latency_penalty_per_s
         prices = static.prices
         floors = {p: prices[p] + penalty * latencies[p] for p in order}

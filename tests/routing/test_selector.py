@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -263,6 +264,26 @@ def test_exploration_is_bounded(share: float) -> None:
         assert selection.explored == (selection.routes[0] != exploit)
         deviations += selection.explored
     assert 0 < deviations <= share * n
+
+
+def test_exploration_spends_its_budget_on_an_unlucky_route() -> None:
+    """A route whose first receipts ran unlucky (64 of 108 delivered) and whose
+    posterior still overlaps the exploit's gets about the whole exploration budget,
+    so it can win the traffic back; a route far behind gets next to none."""
+    s = selector(
+        {"A": 0.030, "C": 0.040, "E": 0.080}, settings=SelectorSettings(explore_share=0.05)
+    )
+    feed(s, "A", 64, 44, 5.0)  # 0.030 / 0.59 = 0.051 per delivered; truly 0.043
+    feed(s, "C", 300, 33, 5.0)  # 0.040 / 0.90 = 0.044: the exploit choice
+    feed(s, "E", 300, 33, 5.0)  # twice C's price: no draw makes it the cheapest
+    rng = random.Random(99)
+    n = 10_000
+    firsts = Counter(
+        s.select(SPAIN, policy="balanced", now=0.0, rng=rng).routes[0] for _ in range(n)
+    )
+    assert firsts["A"] >= 0.6 * 0.05 * n, firsts
+    assert firsts["A"] + firsts["E"] <= 0.05 * n
+    assert firsts["E"] == 0
 
 
 def test_no_exploration_when_share_is_zero(abc: Selector) -> None:
