@@ -174,7 +174,14 @@ _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 @functools.lru_cache(maxsize=256)
 def _pg_type(table: sa.Table, column: str) -> str:
-    return str(table.c[column].type.compile(dialect=_PG))
+    """The type to cast a parameter array of `column` to. Without a length: an
+    explicit cast to VARCHAR(n) cuts a longer value short without a word, where
+    storing it into the column refuses it (and a lookup must not find the row
+    of a shortened id)."""
+    type_ = table.c[column].type
+    if isinstance(type_, sa.String) and type_.length is not None:
+        type_ = sa.String()
+    return str(type_.compile(dialect=_PG))
 
 
 @functools.lru_cache(maxsize=64)
