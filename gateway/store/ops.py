@@ -201,6 +201,8 @@ async def _insert(
     conn: AsyncConnection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
 ) -> None:
     """INSERT rows: tuples of `columns`, in the connection's forms."""
+    if not rows:
+        return  # (unnest's arrays need at least a row to know their columns)
     if isinstance(conn, _SyncConnection):
         conn.executemany_raw(_insert_sql(table.name, columns), rows)
     elif _on_postgres(conn):
