@@ -322,6 +322,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for reason in ("unavailable", "refused"):  # at 0 from the start, for rate() and alerts
+            self.store_write_failures.labels(reason)
         self.smpp_pdus = LocklessCounter(
             "smsgw_smpp_pdus",
             "SMPP PDUs read (in) and written (out), on the ESME side (our server) "

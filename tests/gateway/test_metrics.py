@@ -251,6 +251,14 @@ def test_contract_names_types_and_labels() -> None:
     assert "process_cpu_seconds_total" in labels_seen  # the process collector
     # Each gateway its own registry: a second one starts from zero.
     assert Metrics().registry.get_sample_value("smsgw_queue_depth") == 0
+    # Failed writes are exposed at 0 before the first one, so alerts on them work.
+    for reason in ("unavailable", "refused"):
+        assert (
+            Metrics().registry.get_sample_value(
+                "smsgw_store_write_failures_total", {"reason": reason}
+            )
+            == 0
+        )
 
 
 def test_observe_commit_and_pdu_labels() -> None:
