@@ -7,7 +7,8 @@ directory) and this process as the load-generating ESME (a transceiver).
 With `--postgres URL` (for instance
 `postgresql+asyncpg://postgres@127.0.0.1:5432/test`) the gateway uses a
 database of its own created on that server for the run, and dropped after it;
-the CPU of the server's processes is printed too.
+the CPU of the server's processes is printed too. With `--upstreams N` the
+gateway routes (balanced) over N upstreams on the one simulator.
 
 1. Throughput: N messages with registered_delivery=1, as fast as the ESME's
    window allows; the clock runs from the first submit_sm until the last
@@ -32,6 +33,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -172,24 +174,53 @@ def _submit_sm(i: int) -> smpp.SubmitSm:
     )
 
 
-async def run(
-    messages: int, window: int, rate: int, seconds: float, sessions: int, postgres: str | None
-) -> None:
+@dataclass(frozen=True)
+class Options:
+    messages: int = 20_000
+    window: int = 200
+    rate: int = 1000
+    seconds: float = 5.0
+    sessions: int = 1
+    upstreams: int = 1
+    postgres: str | None = None
+
+
+async def run(options: Options) -> None:
     with tempfile.TemporaryDirectory(prefix="smsgw-bench-") as tmp:
         tmp_path = Path(tmp)
-        async with _database(tmp_path, postgres) as url:
-            await _run(tmp_path, url, messages, window, rate, seconds, sessions)
+        async with _database(tmp_path, options.postgres) as url:
+            await _run(tmp_path, url, options)
 
 
-async def _run(
-    tmp_path: Path,
-    url: str,
-    messages: int,
-    window: int,
-    rate: int,
-    seconds: float,
-    sessions: int,
-) -> None:
+def _upstreams(sim_port: int, options: Options) -> str:
+    """``options.upstreams`` upstreams on the one simulator, each 2% dearer than the
+    one before: the same delivery, so `balanced` weighs near-equal routes (and
+    explores among them) on every message. Each binds with a system_id of its
+    own: the simulator sends receipts to the system_id that submitted."""
+    return "".join(
+        f"""
+[[upstreams]]
+name = "{"sim" if n == 0 else f"sim{n + 1}"}"
+host = "127.0.0.1"
+port = {sim_port}
+system_id = "gw{n + 1}"
+password = "pw"
+window = 200
+sessions = {options.sessions}
+tps = 1000000
+prices = {{ "default" = {0.01 * 1.02**n:.6f} }}
+"""
+        for n in range(options.upstreams)
+    )
+
+
+async def _run(tmp_path: Path, url: str, options: Options) -> None:
+    messages, window, rate, seconds = (
+        options.messages,
+        options.window,
+        options.rate,
+        options.seconds,
+    )
     sim_port, http_port, smpp_port = _free_port(), _free_port(), _free_port()
     config = tmp_path / "bench.toml"
     config.write_text(
@@ -206,17 +237,8 @@ max_queue = 1000000
 system_id = "bench"
 password = "bench-pw"
 tps = 1000000
-[[upstreams]]
-name = "sim"
-host = "127.0.0.1"
-port = {sim_port}
-system_id = "gw"
-password = "pw"
-window = 200
-sessions = {sessions}
-tps = 1000000
-prices = {{ "default" = 0.01 }}
 """
+        + _upstreams(sim_port, options)
     )
     log = tmp_path / "bench.log"
     simulator = await _spawn(
@@ -357,7 +379,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
     parser.add_argument(
-        "--sessions", type=int, default=1, help="binds from the gateway to the simulator"
+        "--sessions", type=_positive, default=1, help="binds from the gateway to each upstream"
+    )
+    parser.add_argument(
+        "--upstreams",
+        type=_positive,
+        default=1,
+        help="upstreams (on the one simulator, each 2%% dearer): balanced routing among them",
     )
     parser.add_argument(
         "--postgres",
@@ -366,13 +394,20 @@ def main(argv: list[str] | None = None) -> int:
         "instead of SQLite; the run gets a database of its own there",
     )
     args = parser.parse_args(argv)
+    options = Options(
+        args.messages,
+        args.window,
+        args.rate,
+        args.seconds,
+        args.sessions,
+        args.upstreams,
+        args.postgres,
+    )
     print(
-        f"upstream sessions: {args.sessions}; database: "
-        f"{'PostgreSQL' if args.postgres else 'SQLite'}"
+        f"upstreams: {options.upstreams} ({options.sessions} session(s) each); database: "
+        f"{'PostgreSQL' if options.postgres else 'SQLite'}"
     )
-    asyncio.run(
-        run(args.messages, args.window, args.rate, args.seconds, args.sessions, args.postgres)
-    )
+    asyncio.run(run(options))
     return 0
 
 

@@ -19,7 +19,7 @@ SMALL = ["--messages", "401", "--window", "20", "--rate", "200", "--seconds", "0
 def test_bench_on_sqlite(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(SMALL) == 0
     out = capsys.readouterr().out
-    assert "database: SQLite" in out
+    assert "upstreams: 1 (1 session(s) each); database: SQLite" in out
     assert "end to end: 401 messages with receipts" in out
     assert "0 refused" in out
     assert "PostgreSQL server" not in out
@@ -60,3 +60,11 @@ def test_bench_refuses_nothing_to_send(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         bench.main(["--messages", "0"])
     assert "must be 1 or more" in capsys.readouterr().err
+
+
+def test_bench_over_several_upstreams(capsys: pytest.CaptureFixture[str]) -> None:
+    # Each upstream binds as a system_id of its own, so every receipt comes back.
+    assert bench.main([*SMALL, "--upstreams", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "upstreams: 3" in out
+    assert "end to end: 401 messages with receipts" in out
