@@ -54,7 +54,7 @@ from gateway.store import (
     StatusChange,
     Store,
     TransitionMessage,
-    is_transient,
+    log_failure,
     utcnow,
 )
 from gateway.upstreams import Upstream
@@ -410,10 +410,7 @@ class Dispatcher:
                     utcnow(), limit=500, statuses=(Status.SCHEDULED,)
                 )
             except Exception as exc:
-                if is_transient(exc):
-                    log.warning("looking for due messages failed: %s", type(exc).__name__)
-                else:
-                    log.exception("looking for due messages failed")
+                log_failure(log, exc, "looking for due messages failed")
                 continue
             for record in due:
                 if record.id not in self._known:

@@ -48,7 +48,7 @@ import aiomqtt
 
 from gateway.config import MqttSettings
 from gateway.metrics import Metrics
-from gateway.store import Store, is_transient, utcnow
+from gateway.store import Store, log_failure, utcnow
 from gateway.store.ops import EnableMqttOutbox, MarkMqttPublished
 from gateway.store.records import MqttEvent
 
@@ -207,12 +207,7 @@ class MqttPublisher:
             except aiomqtt.MqttError as exc:
                 log.warning("mqtt broker unavailable (%s); retrying in %.1fs", exc, delay)
             except Exception as exc:  # the store, say: keep going, the outbox keeps the events
-                if is_transient(exc):
-                    log.warning(
-                        "mqtt publisher failed (%s); retrying in %.1fs", type(exc).__name__, delay
-                    )
-                else:
-                    log.exception("mqtt publisher failed; retrying in %.1fs", delay)
+                log_failure(log, exc, "mqtt publisher failed; retrying in %.1fs", delay)
             finally:
                 self._client = None
                 self.connected.clear()

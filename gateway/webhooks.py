@@ -52,7 +52,7 @@ import aiohttp
 
 from gateway.config import WebhookSettings
 from gateway.metrics import Metrics
-from gateway.store import Store, WebhookAttempt, WebhookDelivery, is_transient, utcnow
+from gateway.store import Store, WebhookAttempt, WebhookDelivery, log_failure, utcnow
 
 __all__ = ["SIGNATURE_HEADER", "WebhookSender", "sign"]
 
@@ -153,16 +153,9 @@ class WebhookSender:
             try:
                 await self._pass()
             except Exception as exc:
-                if is_transient(exc):  # the database is away: no traceback each pass
-                    log.warning(
-                        "webhook pass failed (%s); trying again in %.1f s",
-                        type(exc).__name__,
-                        self._poll_interval,
-                    )
-                else:
-                    log.exception(
-                        "webhook pass failed; trying again in %.1f s", self._poll_interval
-                    )
+                log_failure(
+                    log, exc, "webhook pass failed; trying again in %.1f s", self._poll_interval
+                )
             await self._sleep()
 
     async def _sleep(self) -> None:

@@ -30,7 +30,7 @@ from gateway.store import (
     SmppReceipt,
     StatusChange,
     Store,
-    is_transient,
+    log_failure,
     utcnow,
 )
 from smpp import text as smstext
@@ -329,16 +329,7 @@ class ReceiptSender:
             return
         exc = task.exception()
         if exc is not None:
-            if is_transient(exc):  # the database is away: no traceback each time
-                log.warning(
-                    "receipts for account %d failed (%s); retrying later",
-                    account_id,
-                    type(exc).__name__,
-                )
-            else:
-                log.error(
-                    "receipts for account %d failed; retrying later", account_id, exc_info=exc
-                )
+            log_failure(log, exc, "receipts for account %d failed; retrying later", account_id)
             self._retry_later(account_id)
         if account_id in self._dirty and not self._closed:
             self._wake.set()

@@ -13,6 +13,7 @@ from gateway.store.committer import (
     WriteOp,
     WriterLost,
     is_transient,
+    log_failure,
 )
 from gateway.store.engine import create_engine, is_sqlite
 from gateway.store.ops import (
@@ -82,6 +83,7 @@ __all__ = [
     "format_time",
     "is_sqlite",
     "is_transient",
+    "log_failure",
     "metadata",
     "utcnow",
 ]

@@ -49,6 +49,7 @@ __all__ = [
     "WriteOp",
     "WriterLost",
     "is_transient",
+    "log_failure",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,16 @@ def is_transient(exc: BaseException | None) -> bool:
     if isinstance(exc, _PERMANENT):
         return False
     return isinstance(exc, (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError, TimeoutError))
+
+
+def log_failure(logger: logging.Logger, exc: BaseException, message: str, *args: Any) -> None:
+    """Log a failed pass of a background loop: while the database is away
+    (`is_transient`) a warning naming the error, not a traceback on every pass;
+    anything else at ERROR with its traceback."""
+    if is_transient(exc):
+        logger.warning(message + " (%s)", *args, type(exc).__name__)
+    else:
+        logger.error(message, *args, exc_info=exc)
 
 
 class WriteOp(ABC, Generic[T]):
@@ -490,7 +501,7 @@ class Transactions:
         single write raised, or what the database's absence made the whole batch
         fail with (`is_transient`: after one more try, on a new connection)."""
         try:
-            return self._committed(ops, await self._run_reconnecting(ops))
+            return self._after_commit(ops, await self._run_reconnecting(ops))
         except Exception as exc:
             if len(ops) == 1 or is_transient(exc):
                 raise
@@ -515,7 +526,7 @@ class Transactions:
                 raise
         return await self.run(ops)
 
-    def _committed(self, ops: list[WriteOp[Any]], results: list[Any]) -> list[Any]:
+    def _after_commit(self, ops: list[WriteOp[Any]], results: list[Any]) -> list[Any]:
         young = self._young
         if young is not None and young.note(len(ops)) and self._analyzing is None:
             assert self._engine is not None

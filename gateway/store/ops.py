@@ -11,6 +11,7 @@ is enabled on the store (``EnableMqttOutbox``), every event also gets an mqtt_ou
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -219,11 +220,9 @@ def _update_sql(
     table: str, values: tuple[str, ...], keys: tuple[str, ...], dollar: bool = False
 ) -> str:
     """The UPDATE with sqlite3's ``?`` placeholders, or asyncpg's ``$1``, ``$2`` ..."""
-    marks = [f"${n}" if dollar else "?" for n in range(1, len(values) + len(keys) + 1)]
-    sets = ", ".join(f"{c} = {mark}" for c, mark in zip(values, marks, strict=False))
-    where = " AND ".join(
-        f"{k} = {mark}" for k, mark in zip(keys, marks[len(values) :], strict=True)
-    )
+    marks = (f"${n}" if dollar else "?" for n in itertools.count(1))
+    sets = ", ".join(f"{c} = {next(marks)}" for c in values)
+    where = " AND ".join(f"{k} = {next(marks)}" for k in keys)
     return f"UPDATE {table} SET {sets} WHERE {where}"
 
 

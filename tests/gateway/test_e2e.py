@@ -24,10 +24,12 @@ from smpp.aio import BindRefusedError, SmppClient
 from .e2e import (
     ACME,
     OTHER,
+    acme_esme,
     base_url,
     basic,
     bearer,
     postgres_database,
+    reminder,
     running,
     settings_for,
     wait_counts,
@@ -242,36 +244,14 @@ async def test_every_message_delivered_although_the_upstream_keeps_dropping(tmp_
     total = 600
     try:
         async with running(settings_for(tmp_path, upstreams=[upstream])) as gateway:
-            assert gateway.endpoints is not None
-            esme = SmppClient(
-                "127.0.0.1",
-                gateway.endpoints.smpp_port,
-                system_id=ACME["system_id"],
-                password=ACME["password"],
-                bind="transmitter",
-                window=50,
-            )
-            await esme.start()
-            try:
-                await esme.wait_bound(WAIT)
+            async with acme_esme(gateway, window=50) as esme:
 
                 async def submit(i: int) -> str:
-                    resp = await esme.submit_sm(
-                        smpp.SubmitSm(
-                            source_addr="ACME",
-                            source_addr_ton=5,
-                            dest_addr_ton=1,
-                            dest_addr_npi=1,
-                            destination_addr="34600123456",
-                            short_message=f"reminder {i}".encode(),
-                        )
-                    )
+                    resp = await esme.submit_sm(reminder(f"reminder {i}"))
                     assert resp.command_status == 0
                     return resp.message_id
 
                 ids = await asyncio.gather(*(submit(i) for i in range(total)))
-            finally:
-                await esme.close()
             assert len(set(ids)) == total
             counts = await wait_counts(
                 gateway, lambda c: c.get("delivered", 0) == total, timeout=60

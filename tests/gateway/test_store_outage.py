@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import smpp
+from gateway.app import Gateway
 from gateway.store import CommitterClosed, Store, WriteOp, WriterLost, is_transient
 from gateway.store.tables import messages, unmatched_receipts
 from smpp import CommandStatus
@@ -118,6 +119,19 @@ async def test_what_the_write_got_wrong_is_not_tried_again(thread_store: Store) 
     with pytest.raises(LookupError):
         await thread_store.write_until_committed(_Flaky("x"), LookupError("no such message"))
     assert _ATTEMPTS["x"] == 0
+
+
+async def _statuses_and_unmatched(gateway: Gateway) -> tuple[dict[str, int], int]:
+    """Messages per status, and receipts still waiting for their part."""
+    async with gateway.store.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(messages.c.status, sa.func.count()).group_by(messages.c.status)
+        )
+        statuses = {status: count for status, count in rows}
+        waiting = (
+            await conn.execute(sa.select(sa.func.count()).select_from(unmatched_receipts))
+        ).scalar_one()
+    return statuses, waiting
 
 
 @pytest.mark.postgres
@@ -221,19 +235,7 @@ async def test_a_database_outage_loses_no_acknowledged_message(tmp_path: Path) -
             assert answers[(503, "store_unavailable")] > 0, "the outage was not felt"
             assert len(accepted) > 100, answers
             await wait_counts(gateway, lambda c: c.get("delivered", 0) == len(accepted), timeout=30)
-            async with gateway.store.engine.connect() as conn:
-                statuses = dict(
-                    (
-                        await conn.execute(
-                            sa.select(messages.c.status, sa.func.count()).group_by(
-                                messages.c.status
-                            )
-                        )
-                    ).all()
-                )
-                waiting = (
-                    await conn.execute(sa.select(sa.func.count()).select_from(unmatched_receipts))
-                ).scalar_one()
+            statuses, waiting = await _statuses_and_unmatched(gateway)
             assert statuses == {"delivered": len(accepted)}
             assert waiting == 0
             failed = gateway.metrics.registry.get_sample_value(
@@ -278,16 +280,6 @@ async def test_a_killed_writer_process_loses_no_acknowledged_message(tmp_path: P
         assert set(answers) <= {202, 503}, answers
         assert answers[202] > 1000
         await wait_counts(gateway, lambda c: c.get("delivered", 0) == len(accepted), timeout=30)
-        async with gateway.store.engine.connect() as conn:
-            statuses = dict(
-                (
-                    await conn.execute(
-                        sa.select(messages.c.status, sa.func.count()).group_by(messages.c.status)
-                    )
-                ).all()
-            )
-            waiting = (
-                await conn.execute(sa.select(sa.func.count()).select_from(unmatched_receipts))
-            ).scalar_one()
+        statuses, waiting = await _statuses_and_unmatched(gateway)
         assert statuses == {"delivered": len(accepted)}
         assert waiting == 0
